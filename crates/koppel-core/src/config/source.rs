@@ -1,0 +1,143 @@
+//! Source settings: where HR data comes from and how its files are laid out.
+//! Every file and column name has a default and can be renamed here.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// One HR source. Several sources are merged by person external id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// `persons.csv`, `contracts.csv` and `departments.csv` in one folder.
+    Csv(CsvSourceConfig),
+    /// One JSON file: an array of persons with nested contracts.
+    Json(JsonSourceConfig),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvSourceConfig {
+    /// Folder with the files, relative to the config file.
+    pub dir: PathBuf,
+    #[serde(default = "default_persons_file")]
+    pub persons_file: String,
+    #[serde(default = "default_contracts_file")]
+    pub contracts_file: String,
+    /// `""` when the source has no department file.
+    #[serde(default = "default_departments_file")]
+    pub departments_file: String,
+    /// One ASCII character, `,` by default; `;` is common in Dutch exports.
+    #[serde(default = "default_delimiter")]
+    pub delimiter: char,
+    #[serde(default)]
+    pub columns: CsvColumns,
+}
+
+fn default_persons_file() -> String {
+    "persons.csv".into()
+}
+fn default_contracts_file() -> String {
+    "contracts.csv".into()
+}
+fn default_departments_file() -> String {
+    "departments.csv".into()
+}
+fn default_delimiter() -> char {
+    ','
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CsvColumns {
+    pub persons: PersonColumns,
+    pub contracts: ContractColumns,
+    pub departments: DepartmentColumns,
+}
+
+macro_rules! columns {
+    ($(#[$doc:meta])* $name:ident { $($field:ident = $default:literal),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct $name {
+            $(pub $field: String,)*
+        }
+        impl Default for $name {
+            fn default() -> Self {
+                Self { $($field: $default.into(),)* }
+            }
+        }
+    };
+}
+
+columns!(
+    /// Column names in the persons file. Any other column becomes a custom field.
+    PersonColumns {
+        external_id = "external_id",
+        given_name = "given_name",
+        nickname = "nickname",
+        initials = "initials",
+        family_name_prefix = "family_name_prefix",
+        family_name = "family_name",
+        partner_name_prefix = "partner_name_prefix",
+        partner_name = "partner_name",
+        naming_convention = "naming_convention",
+        email = "email",
+        phone = "phone",
+        excluded = "excluded",
+    }
+);
+
+columns!(
+    /// Column names in the contracts file.
+    ContractColumns {
+        contract_id = "contract_id",
+        external_id = "external_id",
+        start_date = "start_date",
+        end_date = "end_date",
+        department_code = "department_code",
+        title_code = "title_code",
+        title = "title",
+        location = "location",
+        cost_centre = "cost_centre",
+        manager_external_id = "manager_external_id",
+        employment_type = "employment_type",
+        fte = "fte",
+        hours_per_week = "hours_per_week",
+        sequence = "sequence",
+    }
+);
+
+columns!(
+    /// Column names in the departments file.
+    DepartmentColumns {
+        code = "code",
+        name = "name",
+        parent_code = "parent_code",
+        manager_external_id = "manager_external_id",
+    }
+);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonSourceConfig {
+    /// The JSON file, relative to the config file.
+    pub file: PathBuf,
+    /// Departments as a JSON array, when the persons file does not carry them.
+    #[serde(default)]
+    pub departments_file: Option<PathBuf>,
+    #[serde(default)]
+    pub shape: JsonShape,
+}
+
+/// Which person shape the JSON file has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JsonShape {
+    /// koppel's own: the serde form of `model::Person`.
+    #[default]
+    Koppel,
+    /// The person objects HelloID source connectors emit (`ExternalId`, `Name.GivenName`, …).
+    Helloid,
+}
