@@ -1,0 +1,464 @@
+//! File sources: HR exports as CSV files or a JSON file, loaded into a snapshot.
+//! This module holds what both formats share: reading, value parsing and linking.
+
+pub mod csv;
+pub mod json;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Component, Path, PathBuf};
+
+use koppel_core::config::SourceConfig;
+use koppel_core::{Contract, Date, Department, Diagnostic, Location, Person, Snapshot};
+
+use crate::source::{Fetched, RowError, Source, SourceError};
+
+/// A [`Source`] reading HR export files. `fetch` reads the files synchronously: the loader
+/// is fast (well under a second for 100,000 persons), so it does not need a blocking pool.
+#[derive(Debug, Clone)]
+pub struct FileSource {
+    name: String,
+    config: SourceConfig,
+    base_dir: PathBuf,
+}
+
+impl FileSource {
+    /// `base_dir` is the config file's folder; paths in `config` are relative to it.
+    pub fn new(config: SourceConfig, base_dir: &Path) -> Self {
+        let name = match &config {
+            SourceConfig::Csv(c) => format!("csv:{}", c.dir.display()),
+            SourceConfig::Json(c) => format!("json:{}", c.file.display()),
+        };
+        Self {
+            name,
+            config,
+            base_dir: base_dir.to_path_buf(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for FileSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn fetch(&self) -> Result<Fetched, SourceError> {
+        crate::source::load(&self.config, &self.base_dir)
+    }
+}
+
+/// How many row errors are kept; past this they are only counted, so a file of garbage
+/// cannot eat memory with millions of errors.
+const MAX_KEPT_ROW_ERRORS: usize = 10_000;
+
+/// Collects row errors across all files of one source, so the admin sees all of them at once.
+#[derive(Debug, Default)]
+pub(crate) struct Errors {
+    kept: Vec<RowError>,
+    omitted: usize,
+}
+
+impl Errors {
+    pub(crate) fn push(&mut self, e: RowError) {
+        if self.kept.len() < MAX_KEPT_ROW_ERRORS {
+            self.kept.push(e);
+        } else {
+            self.omitted += 1;
+        }
+    }
+
+    pub(crate) fn extend(&mut self, other: Errors) {
+        for e in other.kept {
+            self.push(e);
+        }
+        self.omitted += other.omitted;
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.kept.is_empty()
+    }
+
+    pub(crate) fn into_error(self) -> SourceError {
+        SourceError::Rows {
+            errors: self.kept,
+            omitted: self.omitted,
+        }
+    }
+}
+
+/// The name a file goes by in messages: the path as the config spells it, without `./`.
+pub(crate) fn display_path(dir: &Path, file: &Path) -> String {
+    let joined = dir.join(file);
+    let clean: PathBuf = joined
+        .components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .collect();
+    clean.display().to_string()
+}
+
+/// Reads a whole file, turning "not found" into an error that says where koppel looked.
+pub(crate) fn read_file(path: &Path, what: &'static str) -> Result<Vec<u8>, SourceError> {
+    std::fs::read(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            SourceError::NotFound {
+                what,
+                path: path.to_path_buf(),
+            }
+        } else {
+            SourceError::Unreadable {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })
+}
+
+/// Strips a UTF-8 byte order mark (Excel's "CSV UTF-8" writes one) and refuses UTF-16,
+/// which Excel's "Unicode text" writes, with a message that says how to fix it.
+pub(crate) fn strip_bom<'b>(file: &str, bytes: &'b [u8]) -> Result<&'b [u8], SourceError> {
+    if let Some(rest) = bytes.strip_prefix(b"\xEF\xBB\xBF") {
+        return Ok(rest);
+    }
+    if bytes.starts_with(b"\xFF\xFE") || bytes.starts_with(b"\xFE\xFF") {
+        return Err(SourceError::BadEncoding {
+            file: file.to_owned(),
+            message: "the file is UTF-16; save it as UTF-8 (in Excel: \"CSV UTF-8\")".into(),
+        });
+    }
+    Ok(bytes)
+}
+
+/// Parses an ISO 8601 date. HR exports often write dates as datetimes
+/// (`2026-01-31T00:00:00`, with fractions, `Z` or an offset): the date part is taken as is,
+/// without converting time zones, because HR means a calendar day, not an instant.
+pub(crate) fn parse_date(s: &str) -> Option<Date> {
+    let b = s.as_bytes();
+    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    if b.len() > 10 {
+        let rest = &b[11..];
+        let time_sep = matches!(b[10], b'T' | b't' | b' ');
+        let time_like = !rest.is_empty()
+            && rest[0].is_ascii_digit()
+            && rest
+                .iter()
+                .all(|c| c.is_ascii_digit() || b":.,+-Zz ".contains(c));
+        if !time_sep || !time_like {
+            return None;
+        }
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        let mut n = 0u32;
+        for &c in &b[r] {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            n = n * 10 + u32::from(c - b'0');
+        }
+        Some(n)
+    };
+    let year = i32::try_from(num(0..4)?).ok()?;
+    Date::from_ymd_opt(year, num(5..7)?, num(8..10)?)
+}
+
+/// Parses a decimal number, with `.` or the Dutch `,` as decimal separator.
+/// Infinite and NaN values are refused: no HR number is one.
+pub(crate) fn parse_decimal(s: &str) -> Option<f64> {
+    let v: f64 = if s.contains(',') && !s.contains('.') {
+        s.replacen(',', ".", 1).parse().ok()?
+    } else {
+        s.parse().ok()?
+    };
+    v.is_finite().then_some(v)
+}
+
+/// Parses a yes/no value as HR exports write it, in English or Dutch.
+pub(crate) fn parse_bool(s: &str) -> Option<bool> {
+    const TRUE: [&str; 6] = ["true", "1", "yes", "y", "ja", "j"];
+    const FALSE: [&str; 6] = ["false", "0", "no", "n", "nee", ""];
+    if TRUE.iter().any(|t| t.eq_ignore_ascii_case(s)) {
+        Some(true)
+    } else if FALSE.iter().any(|f| f.eq_ignore_ascii_case(s)) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+pub(crate) fn date_message(v: &str) -> String {
+    format!("\"{v}\" is not a date (expected YYYY-MM-DD)")
+}
+pub(crate) fn decimal_message(v: &str) -> String {
+    format!("\"{v}\" is not a number (expected e.g. 0.8 or 0,8)")
+}
+pub(crate) fn integer_message(v: &str) -> String {
+    format!("\"{v}\" is not a whole number")
+}
+pub(crate) fn bool_message(v: &str) -> String {
+    format!("\"{v}\" is not a yes/no value (expected true/false, 1/0, yes/no or ja/nee)")
+}
+pub(crate) fn convention_message(v: &str) -> String {
+    format!("\"{v}\" is not a naming convention (expected B, P, BP or PB)")
+}
+
+/// A contract read apart from its person (CSV), or taken from a person record (JSON).
+pub(crate) struct PendingContract {
+    pub person: String,
+    pub contract: Contract,
+    pub at: Location,
+}
+
+/// The records of one source as read, before linking: persons and departments in file
+/// order with where each came from, and contracts not yet attached.
+#[derive(Default)]
+pub(crate) struct Assembly {
+    pub persons: Vec<(Person, Location)>,
+    pub contracts: Vec<PendingContract>,
+    pub departments: Vec<(Department, Location)>,
+    /// Whether the source has a department list, so that unknown department codes mean
+    /// something.
+    pub departments_given: bool,
+}
+
+impl Assembly {
+    /// Links everything into a normalized snapshot and reports what does not fit:
+    ///
+    /// * a second person, contract or department with an id seen before: error, the first
+    ///   one is kept (files are read top to bottom, the first row is the one admins look at);
+    /// * a contract of an unknown person: error, not attached;
+    /// * a contract ending before it starts: error, kept (it is simply never active);
+    /// * a department code unknown to the department list: warning, kept;
+    /// * a department whose parent is unknown: warning, kept.
+    pub(crate) fn finish(self) -> Fetched {
+        let mut diagnostics = Vec::new();
+
+        let mut departments: BTreeMap<String, Department> = BTreeMap::new();
+        let mut dept_lines: BTreeMap<String, Location> = BTreeMap::new();
+        for (dept, at) in self.departments {
+            if let Some(first) = dept_lines.get(&dept.code) {
+                diagnostics.push(
+                    Diagnostic::error(
+                        "duplicate_department",
+                        format!(
+                            "department \"{}\" is listed again (first at {first}); this one is ignored",
+                            dept.code
+                        ),
+                    )
+                    .at(at),
+                );
+                continue;
+            }
+            dept_lines.insert(dept.code.clone(), at);
+            departments.insert(dept.code.clone(), dept);
+        }
+        for dept in departments.values() {
+            if !dept.parent.is_empty() && !departments.contains_key(&dept.parent) {
+                let at = dept_lines.get(&dept.code).cloned().unwrap_or_default();
+                diagnostics.push(
+                    Diagnostic::warning(
+                        "department_unknown_parent",
+                        format!(
+                            "department \"{}\" has parent \"{}\", which is not in the department list; it is treated as a top-level department",
+                            dept.code, dept.parent
+                        ),
+                    )
+                    .at(at),
+                );
+            }
+        }
+
+        // A stable sort keeps file order among equal ids, so the first row wins.
+        let mut persons = self.persons;
+        persons.sort_by(|a, b| a.0.external_id.cmp(&b.0.external_id));
+        let mut kept: Vec<(Person, Location)> = Vec::with_capacity(persons.len());
+        for (person, at) in persons {
+            if let Some((first, first_at)) = kept.last()
+                && first.external_id == person.external_id
+            {
+                diagnostics.push(
+                    Diagnostic::error(
+                        "duplicate_person",
+                        format!(
+                            "person \"{}\" is listed again (first at {first_at}); this one and its contracts are ignored",
+                            person.external_id
+                        ),
+                    )
+                    .at(at)
+                    .for_person(person.external_id),
+                );
+                continue;
+            }
+            kept.push((person, at));
+        }
+
+        // Nested contracts (JSON) go through the same checks as contracts from their own file.
+        let mut pending = self.contracts;
+        let mut persons: Vec<Person> = Vec::with_capacity(kept.len());
+        for (mut person, at) in kept {
+            for contract in std::mem::take(&mut person.contracts) {
+                pending.push(PendingContract {
+                    person: person.external_id.clone(),
+                    contract,
+                    at: at.clone(),
+                });
+            }
+            persons.push(person);
+        }
+
+        // Decide which contracts are duplicates before moving them, borrowing the ids.
+        let keep: Vec<bool> = {
+            let mut seen: HashSet<&str> = HashSet::with_capacity(pending.len());
+            pending
+                .iter()
+                .map(|p| seen.insert(p.contract.id.as_str()))
+                .collect()
+        };
+        for (p, keep) in pending.into_iter().zip(keep) {
+            if !keep {
+                diagnostics.push(
+                    Diagnostic::error(
+                        "duplicate_contract",
+                        format!(
+                            "contract \"{}\" is listed again; this one is ignored",
+                            p.contract.id
+                        ),
+                    )
+                    .at(p.at)
+                    .for_person(p.person),
+                );
+                continue;
+            }
+            let Ok(slot) = persons.binary_search_by(|q| q.external_id.as_str().cmp(&p.person))
+            else {
+                diagnostics.push(
+                    Diagnostic::error(
+                        "contract_unknown_person",
+                        format!(
+                            "contract \"{}\" belongs to person \"{}\", who is not in the persons list; the contract is ignored",
+                            p.contract.id, p.person
+                        ),
+                    )
+                    .at(p.at)
+                    .for_person(p.person),
+                );
+                continue;
+            };
+            let c = &p.contract;
+            if let Some(end) = c.end
+                && end < c.start
+            {
+                diagnostics.push(
+                    Diagnostic::error(
+                        "contract_ends_before_start",
+                        format!(
+                            "contract \"{}\" ends ({end}) before it starts ({}); it is kept but never active",
+                            c.id, c.start
+                        ),
+                    )
+                    .at(p.at.clone())
+                    .for_person(p.person.clone()),
+                );
+            }
+            if self.departments_given
+                && !c.department.is_empty()
+                && !departments.contains_key(&c.department)
+            {
+                diagnostics.push(
+                    Diagnostic::warning(
+                        "contract_unknown_department",
+                        format!(
+                            "contract \"{}\" names department \"{}\", which is not in the department list",
+                            c.id, c.department
+                        ),
+                    )
+                    .at(p.at)
+                    .for_person(p.person),
+                );
+            }
+            persons[slot].contracts.push(p.contract);
+        }
+
+        let mut snapshot = Snapshot {
+            persons,
+            departments,
+        };
+        snapshot.normalize();
+        Fetched {
+            snapshot,
+            diagnostics,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Date {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn dates_accept_iso_dates_and_take_the_date_part_of_datetimes() {
+        assert_eq!(parse_date("2026-01-31"), Some(d("2026-01-31")));
+        assert_eq!(parse_date("2026-01-31T00:00:00"), Some(d("2026-01-31")));
+        assert_eq!(parse_date("2026-01-31T23:00:00Z"), Some(d("2026-01-31")));
+        assert_eq!(
+            parse_date("2026-01-31T00:00:00+01:00"),
+            Some(d("2026-01-31"))
+        );
+        assert_eq!(parse_date("2026-01-31 08:30"), Some(d("2026-01-31")));
+        assert_eq!(
+            parse_date("1955-02-25T20:05:16.2521853"),
+            Some(d("1955-02-25"))
+        );
+        for bad in [
+            "",
+            "2026-13-01",
+            "2026-02-30",
+            "31-01-2026",
+            "2026-1-31",
+            "2026-01-31T",
+            "2026-01-31x",
+            "2026-01-31Tnoon",
+            "+026-01-31",
+            "2026-01-3é",
+        ] {
+            assert_eq!(parse_date(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn decimals_accept_point_and_dutch_comma() {
+        assert_eq!(parse_decimal("0.8"), Some(0.8));
+        assert_eq!(parse_decimal("0,8"), Some(0.8));
+        assert_eq!(parse_decimal("36"), Some(36.0));
+        for bad in ["", "abc", "1,000.5", "1,2,3", "NaN", "inf"] {
+            assert_eq!(parse_decimal(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn booleans_in_english_and_dutch() {
+        for t in ["true", "TRUE", "1", "yes", "Ja", "j"] {
+            assert_eq!(parse_bool(t), Some(true), "{t}");
+        }
+        for f in ["false", "0", "no", "NEE", ""] {
+            assert_eq!(parse_bool(f), Some(false), "{f}");
+        }
+        assert_eq!(parse_bool("maybe"), None);
+    }
+
+    #[test]
+    fn display_paths_drop_dot_components() {
+        assert_eq!(
+            display_path(Path::new("."), Path::new("persons.csv")),
+            "persons.csv"
+        );
+        assert_eq!(
+            display_path(Path::new("hr"), Path::new("persons.csv")),
+            "hr/persons.csv"
+        );
+    }
+}

@@ -1,0 +1,77 @@
+//! Load time of a large CSV source. Run in release:
+//! `cargo test --release -p koppel-connectors -- --ignored --nocapture`
+
+use std::fmt::Write;
+use std::time::Instant;
+
+use super::Fixture;
+
+#[test]
+#[ignore = "a timing run: use --release -- --ignored --nocapture"]
+fn load_100k_persons_and_120k_contracts() {
+    let fx = Fixture::new();
+    let persons_n = 100_000;
+    let mut persons = String::from(
+        "external_id,given_name,nickname,initials,family_name_prefix,family_name,partner_name_prefix,partner_name,naming_convention,email,phone,excluded,employee_group,badge\n",
+    );
+    let mut contracts = String::from(
+        "contract_id,external_id,start_date,end_date,department_code,title_code,title,location,cost_centre,manager_external_id,employment_type,fte,hours_per_week,sequence\n",
+    );
+    let mut departments = String::from("code,name,parent_code,manager_external_id\n");
+    for i in 0..200 {
+        let parent = if i == 0 {
+            String::new()
+        } else {
+            format!("D{:03}", i / 10)
+        };
+        writeln!(departments, "D{i:03},Afdeling {i},{parent},{}", 100_000 + i).unwrap();
+    }
+    let mut contract_no = 0;
+    for i in 0..persons_n {
+        let id = 100_000 + i;
+        writeln!(
+            persons,
+            "{id},Johanna{i},Anne,J.A.,van der,Berg{i},de,Vries,BP,anne.berg{i}@example.nl,+31 30 {i:07},,G{},B{i}",
+            i % 7
+        )
+        .unwrap();
+        // One contract each, and a second one for every fifth person: 120,000 in all.
+        for k in 0..1 + usize::from(i % 5 == 0) {
+            contract_no += 1;
+            writeln!(
+                contracts,
+                "C{contract_no},{id},2020-01-{:02},{},D{:03},F{:03},Medewerker {},Utrecht,{},{},vast,\"0,8\",32,{}",
+                1 + k,
+                if k == 1 { "2026-12-31" } else { "" },
+                i % 200,
+                i % 90,
+                i % 90,
+                4000 + i % 50,
+                100_000 + (i + 1) % persons_n,
+                k + 1
+            )
+            .unwrap();
+        }
+    }
+    fx.write("persons.csv", &persons);
+    fx.write("contracts.csv", &contracts);
+    fx.write("departments.csv", &departments);
+
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let start = Instant::now();
+        let f = fx.load_csv().unwrap();
+        let secs = start.elapsed().as_secs_f64();
+        best = best.min(secs);
+        assert_eq!(f.snapshot.persons.len(), persons_n);
+        let n: usize = f.snapshot.persons.iter().map(|p| p.contracts.len()).sum();
+        assert_eq!(n, 120_000);
+        assert!(f.diagnostics.is_empty(), "{:?}", &f.diagnostics[..3]);
+    }
+    println!(
+        "csv load: {persons_n} persons ({} MB), 120000 contracts ({} MB): best of 5 {:.0} ms",
+        persons.len() / 1_000_000,
+        contracts.len() / 1_000_000,
+        best * 1000.0
+    );
+}
