@@ -1,0 +1,468 @@
+//! Phase three of planning: mappings evaluated for each wanted account and the difference
+//! with the known state turned into actions, each with its reasons.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::eval::{Ctx, Grounds, PersonEval, TargetVerdict};
+use super::{Action, ActionKind, Change, Origin, Reason};
+use crate::diag::Diagnostic;
+use crate::expr::{Scope, Vars};
+use crate::model::{Person, Snapshot};
+use crate::state::KnownAccount;
+use crate::value::AttrValue;
+
+type Accounts = BTreeMap<String, BTreeMap<String, AttrValue>>;
+
+/// Actions for one person in every target, in target order.
+pub(crate) fn person_actions(
+    ctx: &Ctx<'_>,
+    e: &PersonEval<'_>,
+    before: Option<&Person>,
+) -> (Vec<Action>, Vec<Diagnostic>) {
+    let mut actions = Vec::new();
+    let mut diags = Vec::new();
+    // Excluded persons keep what they have; blocked ones are reported and left alone.
+    if e.excluded || e.blocked.is_some() {
+        return (actions, diags);
+    }
+    let person = e.person;
+    let id = person.external_id.as_str();
+    let mut accounts: Accounts = BTreeMap::new();
+    let mut changed_fields: Option<Vec<String>> = None;
+    for (ti, target) in ctx.cfg.targets.iter().enumerate() {
+        let v = &e.targets[ti];
+        let known = ctx.known_account(ti, id);
+        if v.held {
+            continue;
+        }
+        if !v.account {
+            if let Some(k) = known {
+                leave(
+                    ctx,
+                    ti,
+                    person_origin(ctx, Some(person), ti),
+                    id,
+                    k,
+                    &mut actions,
+                );
+            }
+            continue;
+        }
+
+        // Mappings see the account data of the targets before this one, and this target's
+        // own generated values.
+        if ctx.reads_accounts[ti] {
+            let own: BTreeMap<String, AttrValue> = target
+                .generated_fields()
+                .filter_map(|f| {
+                    let val = v
+                        .generated
+                        .get(f)
+                        .or_else(|| known.and_then(|k| k.attributes.get(f)))?;
+                    Some((f.to_owned(), val.clone()))
+                })
+                .collect();
+            accounts.insert(target.name.clone(), own);
+        }
+        let scope = Scope::new(Vars {
+            now: ctx.now,
+            org: ctx.org,
+            person,
+            primary: e.primary,
+            contract: e.primary,
+            accounts: if ctx.reads_accounts[ti] {
+                &accounts
+            } else {
+                &ctx.no_accounts
+            },
+        });
+        let mut desired: BTreeMap<String, AttrValue> = BTreeMap::new();
+        let mut failed = false;
+        for a in &target.attributes {
+            // An only-on-create attribute of an existing account is never re-evaluated.
+            if a.on_create_only && known.is_some() {
+                continue;
+            }
+            match a.expr.eval(&scope) {
+                Ok(val) => {
+                    desired.insert(a.name.clone(), val.normalized());
+                }
+                Err(err) => {
+                    failed = true;
+                    diags.push(
+                        Diagnostic::error(
+                            "mapping_evaluation",
+                            format!(
+                                "target {:?} attribute {:?}: {err}; the account is left untouched",
+                                target.name, a.name
+                            ),
+                        )
+                        .for_person(id),
+                    );
+                }
+            }
+        }
+        if failed {
+            continue;
+        }
+        for (f, val) in &v.generated {
+            desired.insert(f.clone(), val.clone());
+        }
+        // Account data for the targets that come after this one.
+        let mut data: BTreeMap<String, AttrValue> = target
+            .attributes
+            .iter()
+            .filter(|a| a.store)
+            .filter_map(|a| {
+                desired
+                    .get(&a.name)
+                    .or_else(|| known.and_then(|k| k.attributes.get(&a.name)))
+                    .map(|val| (a.name.clone(), val.clone()))
+            })
+            .collect();
+        for f in target.generated_fields() {
+            if let Some(val) = desired
+                .get(f)
+                .or_else(|| known.and_then(|k| k.attributes.get(f)))
+            {
+                data.insert(f.to_owned(), val.clone());
+            }
+        }
+        accounts.insert(target.name.clone(), data);
+
+        let grounds_reason = |g: &Grounds| {
+            Reason::new(Origin::RuleMatched)
+                .rules(
+                    g.rules
+                        .iter()
+                        .map(|&r| ctx.cfg.rules[r].id.clone())
+                        .collect(),
+                )
+                .contracts(
+                    g.contracts
+                        .iter()
+                        .map(|&c| person.contracts[c].id.clone())
+                        .collect(),
+                )
+        };
+        match known {
+            None => {
+                let mut a = Action::new(
+                    &target.name,
+                    id,
+                    ActionKind::Create,
+                    vec![grounds_reason(&v.grounds)],
+                );
+                if !v.enabled
+                    && let Some(start) = v.first_start
+                {
+                    a.reasons.push(Reason::new(Origin::PreBoarding).date(start));
+                }
+                a.correlation = target
+                    .correlation
+                    .as_ref()
+                    .and_then(|c| desired.get(c).map(|val| (c.clone(), val.clone())));
+                a.attributes = desired.into_iter().filter(|(_, v)| !v.is_null()).collect();
+                a.enabled = Some(v.enabled);
+                a.generator_inputs = v.generator_inputs.clone();
+                actions.push(a);
+                for (name, g) in &v.permissions {
+                    let mut a =
+                        Action::new(&target.name, id, ActionKind::Grant, vec![grounds_reason(g)]);
+                    a.permission = Some(name.clone());
+                    actions.push(a);
+                }
+            }
+            Some(k) => {
+                let changes: BTreeMap<String, Change> = desired
+                    .into_iter()
+                    .filter_map(|(name, to)| {
+                        let from = k.attributes.get(&name).cloned().unwrap_or_default();
+                        (from != to).then_some((name, Change { from, to }))
+                    })
+                    .collect();
+                if !changes.is_empty() {
+                    let fields = changed_fields.get_or_insert_with(|| {
+                        before
+                            .map(|b| source_changes(b, person))
+                            .unwrap_or_default()
+                    });
+                    let mut reasons = Vec::new();
+                    if !v.generator_inputs.is_empty() {
+                        reasons.push(
+                            Reason::new(Origin::Regenerated)
+                                .rules(v.generator_inputs.keys().cloned().collect()),
+                        );
+                    }
+                    reasons.push(if fields.is_empty() {
+                        Reason::new(Origin::MappingChanged)
+                    } else {
+                        Reason::new(Origin::PersonUpdated).fields(fields.clone())
+                    });
+                    let mut a = Action::new(&target.name, id, ActionKind::Update, reasons);
+                    a.changes = changes;
+                    a.generator_inputs = v.generator_inputs.clone();
+                    actions.push(a);
+                }
+                lifecycle(ctx, &target.name, person, v, k, &mut actions);
+                for (name, g) in &v.permissions {
+                    if !k.permissions.contains(name) {
+                        let mut a = Action::new(
+                            &target.name,
+                            id,
+                            ActionKind::Grant,
+                            vec![grounds_reason(g)],
+                        );
+                        a.permission = Some(name.clone());
+                        actions.push(a);
+                    }
+                }
+                for name in &k.permissions {
+                    if !v.permissions.contains_key(name) {
+                        let reason = revoke_reason(ctx, ti, person, name);
+                        let mut a = Action::new(&target.name, id, ActionKind::Revoke, vec![reason]);
+                        a.permission = Some(name.clone());
+                        actions.push(a);
+                    }
+                }
+            }
+        }
+    }
+    (actions, diags)
+}
+
+/// Enable or disable an existing, wanted account by the contract dates.
+fn lifecycle(
+    ctx: &Ctx<'_>,
+    target: &str,
+    person: &Person,
+    v: &TargetVerdict,
+    k: &KnownAccount,
+    actions: &mut Vec<Action>,
+) {
+    let id = person.external_id.as_str();
+    if v.enabled && !k.enabled {
+        let started: Vec<String> = v
+            .grounds
+            .contracts
+            .iter()
+            .map(|&c| &person.contracts[c])
+            .filter(|c| c.start <= ctx.now)
+            .map(|c| c.id.clone())
+            .collect();
+        let mut r = Reason::new(Origin::ContractStarted).contracts(started);
+        if let Some(d) = v.first_start {
+            r = r.date(d);
+        }
+        actions.push(Action::new(target, id, ActionKind::Enable, vec![r]));
+    } else if !v.enabled && k.enabled {
+        let mut r = Reason::new(Origin::PreBoarding);
+        if let Some(d) = v.first_start {
+            r = r.date(d);
+        }
+        actions.push(Action::new(target, id, ActionKind::Disable, vec![r]));
+    }
+}
+
+/// Why an account is no longer wanted.
+fn person_origin(ctx: &Ctx<'_>, person: Option<&Person>, ti: usize) -> Reason {
+    let Some(person) = person else {
+        return Reason::new(Origin::PersonRemoved);
+    };
+    let lc = &ctx.cfg.targets[ti].lifecycle;
+    if !person
+        .contracts
+        .iter()
+        .any(|c| super::eval::in_window(c, lc, ctx.now))
+    {
+        let ended: Vec<&crate::Contract> = person
+            .contracts
+            .iter()
+            .filter(|c| c.end.is_some_and(|e| e < ctx.now))
+            .collect();
+        if !ended.is_empty() {
+            let last = ended.iter().filter_map(|c| c.end).max();
+            let mut r = Reason::new(Origin::ContractEnded)
+                .contracts(ended.iter().map(|c| c.id.clone()).collect());
+            if let Some(d) = last {
+                r = r.date(d);
+            }
+            return r;
+        }
+    }
+    let rules = ctx
+        .cfg
+        .rules
+        .iter()
+        .filter(|r| r.accounts.contains(&ti))
+        .map(|r| r.id.clone())
+        .collect();
+    Reason::new(Origin::RemovedFromRule).rules(rules)
+}
+
+fn revoke_reason(ctx: &Ctx<'_>, ti: usize, person: &Person, permission: &str) -> Reason {
+    let mut r = person_origin(ctx, Some(person), ti);
+    if r.origin == Origin::RemovedFromRule {
+        // Name the rules that could grant this permission, when it is a static one.
+        r.rules = ctx
+            .cfg
+            .rules
+            .iter()
+            .filter(|rule| {
+                rule.permissions.iter().any(|p| {
+                    p.target == ti
+                        && match &p.kind {
+                            crate::config::PermissionKind::Static(n) => n == permission,
+                            crate::config::PermissionKind::Dynamic(_) => true,
+                        }
+                })
+            })
+            .map(|rule| rule.id.clone())
+            .collect();
+    }
+    r
+}
+
+/// An account no rule wants: revoke its permissions and disable it, then delete it once the
+/// retention has passed.
+fn leave(
+    ctx: &Ctx<'_>,
+    ti: usize,
+    reason: Reason,
+    person: &str,
+    k: &KnownAccount,
+    actions: &mut Vec<Action>,
+) {
+    let target = &ctx.cfg.targets[ti];
+    for name in &k.permissions {
+        let mut a = Action::new(
+            &target.name,
+            person,
+            ActionKind::Revoke,
+            vec![reason.clone()],
+        );
+        a.permission = Some(name.clone());
+        actions.push(a);
+    }
+    // A pre-boarding account never enabled has no disable date yet: disabling it (a no-op in
+    // the target) starts the retention, so a cancelled joiner is deleted in time too.
+    if k.enabled || k.disabled_on.is_none() {
+        actions.push(Action::new(
+            &target.name,
+            person,
+            ActionKind::Disable,
+            vec![reason],
+        ));
+        return;
+    }
+    let (Some(days), Some(disabled_on)) = (target.lifecycle.delete_after_days, k.disabled_on)
+    else {
+        return;
+    };
+    let due = disabled_on.checked_add_days(chrono::Days::new(days.into()));
+    if due.is_some_and(|d| d <= ctx.now) {
+        let mut a = Action::new(
+            &target.name,
+            person,
+            ActionKind::Delete,
+            vec![Reason::new(Origin::RetentionExpired).date(disabled_on)],
+        );
+        let generated: BTreeSet<&str> = target.generated_fields().collect();
+        a.released = k
+            .attributes
+            .iter()
+            .filter(|(f, _)| generated.contains(f.as_str()))
+            .filter_map(|(f, v)| v.as_str().map(|s| (f.clone(), s.to_owned())))
+            .collect();
+        actions.push(a);
+    }
+}
+
+/// Known accounts whose person is not in the snapshot any more.
+pub(crate) fn gone_persons(ctx: &Ctx<'_>, snapshot: &Snapshot) -> Vec<Action> {
+    let mut actions = Vec::new();
+    for (ti, known) in ctx.known.iter().enumerate() {
+        let Some(known) = known else { continue };
+        for (person, k) in &known.accounts {
+            if snapshot.person(person).is_none() {
+                leave(
+                    ctx,
+                    ti,
+                    Reason::new(Origin::PersonRemoved),
+                    person,
+                    k,
+                    &mut actions,
+                );
+            }
+        }
+    }
+    actions
+}
+
+/// The source fields that differ between two versions of a person, as dotted paths.
+pub fn source_changes(before: &Person, after: &Person) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cmp = |name: &str, a: &str, b: &str| {
+        if a != b {
+            out.push(name.to_owned());
+        }
+    };
+    let (a, b) = (&before.name, &after.name);
+    cmp("name.given", &a.given, &b.given);
+    cmp("name.nickname", &a.nickname, &b.nickname);
+    cmp("name.initials", &a.initials, &b.initials);
+    cmp("name.family_prefix", &a.family_prefix, &b.family_prefix);
+    cmp("name.family", &a.family, &b.family);
+    cmp("name.partner_prefix", &a.partner_prefix, &b.partner_prefix);
+    cmp("name.partner", &a.partner, &b.partner);
+    cmp(
+        "name.convention",
+        a.convention.as_str(),
+        b.convention.as_str(),
+    );
+    cmp("email", &before.email, &after.email);
+    cmp("phone", &before.phone, &after.phone);
+    let keys: BTreeSet<&String> = before.custom.keys().chain(after.custom.keys()).collect();
+    for k in keys {
+        if before.custom.get(k) != after.custom.get(k) {
+            out.push(format!("custom.{k}"));
+        }
+    }
+    let ids: BTreeSet<&str> = before
+        .contracts
+        .iter()
+        .chain(after.contracts.iter())
+        .map(|c| c.id.as_str())
+        .collect();
+    for cid in ids {
+        let x = before.contracts.iter().find(|c| c.id == cid);
+        let y = after.contracts.iter().find(|c| c.id == cid);
+        match (x, y) {
+            (Some(_), None) => out.push(format!("contracts.{cid} (removed)")),
+            (None, Some(_)) => out.push(format!("contracts.{cid} (added)")),
+            (Some(x), Some(y)) => {
+                let fields: [(&str, bool); 12] = [
+                    ("start", x.start == y.start),
+                    ("end", x.end == y.end),
+                    ("department", x.department == y.department),
+                    ("title", x.title == y.title),
+                    ("location", x.location == y.location),
+                    ("cost_centre", x.cost_centre == y.cost_centre),
+                    ("manager", x.manager == y.manager),
+                    ("employment_type", x.employment_type == y.employment_type),
+                    ("fte", x.fte == y.fte),
+                    ("hours_per_week", x.hours_per_week == y.hours_per_week),
+                    ("sequence", x.sequence == y.sequence),
+                    ("id", true),
+                ];
+                for (f, same) in fields {
+                    if !same {
+                        out.push(format!("contracts.{cid}.{f}"));
+                    }
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    out
+}

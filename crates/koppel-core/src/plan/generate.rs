@@ -1,0 +1,153 @@
+//! Phase two of planning: unique values from generators, handed out in person order so the
+//! same input always gives the same usernames, against everything assigned or recently released.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use super::eval::{Ctx, PersonEval, generator_fields};
+use crate::diag::Diagnostic;
+use crate::value::AttrValue;
+
+/// Values in use for one field of one target. Compared case-insensitively: directories
+/// treat `JDoe` and `jdoe` as the same name.
+#[derive(Default)]
+struct Taken {
+    values: HashSet<String>,
+    /// Lowercased value → person that holds it, so a person's own value counts as free.
+    owners: HashMap<String, String>,
+}
+
+pub(crate) fn allocate(
+    ctx: &Ctx<'_>,
+    evals: &mut [PersonEval<'_>],
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    for (ti, target) in ctx.cfg.targets.iter().enumerate() {
+        if target.generators.is_empty() || !evals.iter().any(|e| !e.targets[ti].pending.is_empty())
+        {
+            continue;
+        }
+        let mut taken: BTreeMap<&str, Taken> = BTreeMap::new();
+        for field in target.generated_fields() {
+            taken.entry(field).or_default();
+        }
+        if let Some(known) = ctx.known[ti] {
+            for (person, acc) in &known.accounts {
+                for (field, t) in taken.iter_mut() {
+                    if let Some(AttrValue::Text(v)) = acc.attributes.get(*field) {
+                        let key = v.to_lowercase();
+                        t.owners.insert(key.clone(), person.clone());
+                        t.values.insert(key);
+                    }
+                }
+            }
+            for (field, released) in &known.released {
+                let Some(t) = taken.get_mut(field.as_str()) else {
+                    continue;
+                };
+                let retention = target
+                    .generators
+                    .iter()
+                    .find(|g| g.fields.iter().any(|(f, _)| f == field))
+                    .map_or(0, |g| g.release_retention_days);
+                for (value, on) in released {
+                    let until = on.checked_add_days(chrono::Days::new(retention.into()));
+                    if until.is_none_or(|u| ctx.now < u) {
+                        t.values.insert(value.to_lowercase());
+                    }
+                }
+            }
+        }
+
+        for e in evals.iter_mut() {
+            let person = e.person.external_id.as_str();
+            let pending = std::mem::take(&mut e.targets[ti].pending);
+            for p in pending {
+                let g = &target.generators[p.generator];
+                let free = |fields: &[(String, String)], taken: &BTreeMap<&str, Taken>| {
+                    fields.iter().all(|(f, v)| {
+                        let key = v.to_lowercase();
+                        !v.is_empty()
+                            && taken.get(f.as_str()).is_none_or(|t| {
+                                !t.values.contains(&key)
+                                    || t.owners.get(&key).is_some_and(|o| o == person)
+                            })
+                    })
+                };
+                let mut chosen = p
+                    .candidates
+                    .iter()
+                    .find(|(_, f)| free(f, &taken))
+                    .map(|(_, f)| f.clone());
+                if chosen.is_none()
+                    && let Some((first, _)) = p.candidates.first()
+                {
+                    // Iterations are rare: build the person's scope only when needed.
+                    let scope = ctx.scope(e.person, e.primary);
+                    for n in 2..=i64::from(g.max_iterations) {
+                        let extra = [
+                            ("value", AttrValue::Text(first.clone())),
+                            ("n", AttrValue::Int(n)),
+                        ];
+                        let attempt = g
+                            .iteration
+                            .eval_string(&scope.with_extra(&extra))
+                            .map_err(|e| e.to_string())
+                            .and_then(|v| generator_fields(g, &scope, &v, n));
+                        match attempt {
+                            Ok(fields) if free(&fields, &taken) => {
+                                chosen = Some(fields);
+                                break;
+                            }
+                            Ok(_) => {}
+                            Err(err) => {
+                                diagnostics.push(
+                                    Diagnostic::error(
+                                        "generator_evaluation",
+                                        format!(
+                                            "target {:?} generator {:?} iteration {n}: {err}",
+                                            target.name, g.name
+                                        ),
+                                    )
+                                    .for_person(person),
+                                );
+                                break;
+                            }
+                        }
+                    }
+                }
+                match chosen {
+                    Some(fields) => {
+                        for (f, v) in fields {
+                            if let Some(t) = taken.get_mut(f.as_str()) {
+                                let key = v.to_lowercase();
+                                t.owners.insert(key.clone(), person.to_owned());
+                                t.values.insert(key);
+                            }
+                            e.targets[ti].generated.insert(f, AttrValue::Text(v));
+                        }
+                        e.targets[ti]
+                            .generator_inputs
+                            .insert(g.name.clone(), p.inputs);
+                    }
+                    None => {
+                        e.targets[ti].held = true;
+                        diagnostics.push(
+                            Diagnostic::error(
+                                "generator_exhausted",
+                                format!(
+                                    "target {:?} generator {:?}: no unique value among {} candidates and {} iterations; \
+                                     add a candidate or raise max_iterations",
+                                    target.name,
+                                    g.name,
+                                    p.candidates.len(),
+                                    g.max_iterations.saturating_sub(1)
+                                ),
+                            )
+                            .for_person(person),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! The planner: from a snapshot, the configuration and the known state to an ordered,
+//! explainable list of actions. Pure and deterministic: same input and date, same plan.
+
+mod diff;
+mod eval;
+mod generate;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::config::CompiledConfig;
+use crate::diag::Diagnostic;
+use crate::guard::{self, GuardBreach, PopulationChange};
+use crate::model::{Date, Snapshot};
+use crate::org::Org;
+use crate::state::KnownState;
+use crate::value::AttrValue;
+
+pub use eval::{ContractVerdict, PersonEval, RuleVerdict, TargetVerdict};
+
+/// What an action does, in the order a plan executes them: creates before grants, revokes
+/// before disables and deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    Create,
+    Update,
+    Enable,
+    Grant,
+    Revoke,
+    Disable,
+    Delete,
+}
+
+impl ActionKind {
+    pub const ALL: [ActionKind; 7] = [
+        ActionKind::Create,
+        ActionKind::Update,
+        ActionKind::Enable,
+        ActionKind::Grant,
+        ActionKind::Revoke,
+        ActionKind::Disable,
+        ActionKind::Delete,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Create => "create",
+            ActionKind::Update => "update",
+            ActionKind::Enable => "enable",
+            ActionKind::Grant => "grant",
+            ActionKind::Revoke => "revoke",
+            ActionKind::Disable => "disable",
+            ActionKind::Delete => "delete",
+        }
+    }
+}
+
+/// Why an action is in the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// A rule entitles the person (to the account or the permission).
+    RuleMatched,
+    /// The account is made ahead of the first day and stays disabled until then.
+    PreBoarding,
+    /// A contract in conditions has started: the account is enabled.
+    ContractStarted,
+    /// Source fields of the person changed and the mapping gives new values.
+    PersonUpdated,
+    /// The mapping gives a value other than the one last written, with no source change
+    /// known (a changed configuration, a date-dependent expression, a first comparison).
+    MappingChanged,
+    /// A generator made new values because the values they come from changed.
+    Regenerated,
+    /// No rule matches any more, although the person still has contracts.
+    RemovedFromRule,
+    /// The contracts that entitled the person have ended.
+    ContractEnded,
+    /// The person is no longer in the source.
+    PersonRemoved,
+    /// The account was disabled long enough ago to be deleted.
+    RetentionExpired,
+}
+
+/// One reason of an action, with the rules, contracts and source fields behind it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Reason {
+    pub origin: Origin,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub contracts: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub date: Option<Date>,
+}
+
+impl Reason {
+    pub fn new(origin: Origin) -> Self {
+        Self {
+            origin,
+            rules: Vec::new(),
+            contracts: Vec::new(),
+            fields: Vec::new(),
+            date: None,
+        }
+    }
+    pub fn rules(mut self, rules: Vec<String>) -> Self {
+        self.rules = rules;
+        self
+    }
+    pub fn contracts(mut self, contracts: Vec<String>) -> Self {
+        self.contracts = contracts;
+        self
+    }
+    pub fn fields(mut self, fields: Vec<String>) -> Self {
+        self.fields = fields;
+        self
+    }
+    pub fn date(mut self, date: Date) -> Self {
+        self.date = Some(date);
+        self
+    }
+}
+
+/// One attribute change of an update.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    pub from: AttrValue,
+    pub to: AttrValue,
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Action {
+    pub target: String,
+    /// The person's external id.
+    pub person: String,
+    pub kind: ActionKind,
+    /// Create: every attribute of the new account.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, AttrValue>,
+    /// Create: whether the account starts enabled (false while pre-boarding).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Create: the correlation attribute and value used to adopt an existing account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correlation: Option<(String, AttrValue)>,
+    /// Update: attribute → from, to.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub changes: BTreeMap<String, Change>,
+    /// Grant and revoke: the permission.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permission: Option<String>,
+    /// Create and update: the candidate values each generator used, for the store.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub generator_inputs: BTreeMap<String, Vec<String>>,
+    /// Delete: generated values given up, field → value, kept from reuse for a while.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub released: BTreeMap<String, String>,
+    pub reasons: Vec<Reason>,
+}
+
+impl Action {
+    pub fn new(target: &str, person: &str, kind: ActionKind, reasons: Vec<Reason>) -> Self {
+        Self {
+            target: target.to_owned(),
+            person: person.to_owned(),
+            kind,
+            attributes: BTreeMap::new(),
+            enabled: None,
+            correlation: None,
+            changes: BTreeMap::new(),
+            permission: None,
+            generator_inputs: BTreeMap::new(),
+            released: BTreeMap::new(),
+            reasons,
+        }
+    }
+}
+
+/// A person left untouched everywhere because a required field is missing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Blocked {
+    pub person: String,
+    pub missing: Vec<String>,
+}
+
+/// The outcome of planning.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub now: Date,
+    /// Non-empty: a source guard is exceeded; the whole run is held and nothing applies.
+    pub held: Vec<GuardBreach>,
+    pub population: PopulationChange,
+    pub actions: Vec<Action>,
+    pub blocked: Vec<Blocked>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+
+    /// Number of actions per target and kind.
+    pub fn counts(&self) -> BTreeMap<&str, BTreeMap<ActionKind, usize>> {
+        let mut out: BTreeMap<&str, BTreeMap<ActionKind, usize>> = BTreeMap::new();
+        for a in &self.actions {
+            *out.entry(&a.target).or_default().entry(a.kind).or_default() += 1;
+        }
+        out
+    }
+}
+
+/// Everything the planner reads.
+pub struct PlanInput<'a> {
+    pub config: &'a CompiledConfig,
+    pub snapshot: &'a Snapshot,
+    /// The snapshot of the previous run: for the source guards and changed-field reasons.
+    pub previous: Option<&'a Snapshot>,
+    pub known: &'a KnownState,
+    pub now: Date,
+}
+
+/// Plans every person of the snapshot and every known account whose person is gone.
+pub fn plan(input: &PlanInput<'_>) -> Plan {
+    let cfg = input.config;
+    let org = Org::new(input.snapshot.departments.clone());
+    let ctx = eval::Ctx::new(cfg, &org, input.known, input.now);
+
+    // Phase 1, in parallel: rules, entitlements and generator candidates per person.
+    let mut evals: Vec<PersonEval<'_>> = input
+        .snapshot
+        .persons
+        .par_iter()
+        .map(|p| ctx.evaluate(p, false))
+        .collect();
+
+    // Phase 2, in order: unique values, which depend on every person before this one.
+    let mut diagnostics = Vec::new();
+    generate::allocate(&ctx, &mut evals, &mut diagnostics);
+
+    // Phase 3, in parallel: mappings and the diff against the known state.
+    let previous = input.previous;
+    let per_person: Vec<(Vec<Action>, Vec<Diagnostic>)> = evals
+        .par_iter()
+        .map(|e| {
+            let before = previous.and_then(|s| s.person(&e.person.external_id));
+            diff::person_actions(&ctx, e, before)
+        })
+        .collect();
+
+    let mut blocked = Vec::new();
+    for e in &evals {
+        diagnostics.extend(e.diagnostics.iter().cloned());
+        if let Some(missing) = &e.blocked {
+            blocked.push(Blocked {
+                person: e.person.external_id.clone(),
+                missing: missing.clone(),
+            });
+        }
+    }
+    let mut actions = Vec::new();
+    for (a, d) in per_person {
+        actions.extend(a);
+        diagnostics.extend(d);
+    }
+    actions.extend(diff::gone_persons(&ctx, input.snapshot));
+
+    // Targets in dependency order, then the execution phase, then person: a stable order
+    // that needs no knowledge of how the actions were found.
+    let target_order: BTreeMap<&str, usize> = cfg
+        .targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.as_str(), i))
+        .collect();
+    actions.sort_by(|a, b| {
+        let ta = target_order
+            .get(a.target.as_str())
+            .copied()
+            .unwrap_or(usize::MAX);
+        let tb = target_order
+            .get(b.target.as_str())
+            .copied()
+            .unwrap_or(usize::MAX);
+        (ta, a.kind, &a.person, &a.permission).cmp(&(tb, b.kind, &b.person, &b.permission))
+    });
+    diagnostics.sort();
+
+    let population = population_change(input.snapshot, input.previous, blocked.len() as u64);
+    let held = guard::check(&cfg.guards, &population);
+    Plan {
+        now: input.now,
+        held,
+        population,
+        actions,
+        blocked,
+        diagnostics,
+    }
+}
+
+fn population_change(
+    current: &Snapshot,
+    previous: Option<&Snapshot>,
+    blocked: u64,
+) -> PopulationChange {
+    let now_ids: BTreeSet<&str> = current
+        .persons
+        .iter()
+        .map(|p| p.external_id.as_str())
+        .collect();
+    let mut change = PopulationChange {
+        previous: None,
+        current: now_ids.len() as u64,
+        added: 0,
+        removed: 0,
+        blocked,
+    };
+    if let Some(prev) = previous {
+        let before: BTreeSet<&str> = prev
+            .persons
+            .iter()
+            .map(|p| p.external_id.as_str())
+            .collect();
+        change.previous = Some(before.len() as u64);
+        change.added = now_ids.difference(&before).count() as u64;
+        change.removed = before.difference(&now_ids).count() as u64;
+    }
+    change
+}
+
+/// Evaluates one person fully, for `koppel explain`: every rule, every contract.
+pub fn explain<'a>(
+    config: &'a CompiledConfig,
+    snapshot: &'a Snapshot,
+    org: &'a Org,
+    known: &'a KnownState,
+    now: Date,
+    external_id: &str,
+) -> Option<(PersonEval<'a>, Vec<Action>, Vec<Diagnostic>)> {
+    let person = snapshot.person(external_id)?;
+    let ctx = eval::Ctx::new(config, org, known, now);
+    let mut evals = vec![ctx.evaluate(person, true)];
+    let mut diagnostics = Vec::new();
+    generate::allocate(&ctx, &mut evals, &mut diagnostics);
+    let e = evals.pop()?;
+    let (actions, d) = diff::person_actions(&ctx, &e, None);
+    diagnostics.extend(e.diagnostics.iter().cloned());
+    diagnostics.extend(d);
+    // The eval borrows `ctx` only through references that outlive it.
+    Some((e, actions, diagnostics))
+}
