@@ -1,12 +1,12 @@
 //! Source guards: a snapshot that adds, removes or blocks more persons than allowed holds the
 //! whole run, so a truncated HR export never disables half the organisation.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Guards, Limit};
 
 /// How the population changed since the previous snapshot.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PopulationChange {
     /// Persons in the previous snapshot; `None` on the very first run.
     pub previous: Option<u64>,
@@ -17,9 +17,9 @@ pub struct PopulationChange {
 }
 
 /// One guard that was exceeded.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GuardBreach {
-    pub guard: &'static str,
+    pub guard: String,
     pub count: u64,
     /// The population the percentage is taken of.
     pub base: u64,
@@ -41,12 +41,12 @@ impl std::fmt::Display for GuardBreach {
 /// (and not checked on a first run); blocked against the current one.
 pub fn check(guards: &Guards, change: &PopulationChange) -> Vec<GuardBreach> {
     let mut out = Vec::new();
-    let mut test = |guard: &'static str, limit: Option<Limit>, count: u64, base: u64| {
+    let mut test = |guard: &str, limit: Option<Limit>, count: u64, base: u64| {
         if let Some(limit) = limit {
             let allowed = limit.allowed(base);
             if count > allowed {
                 out.push(GuardBreach {
-                    guard,
+                    guard: guard.to_owned(),
                     count,
                     base,
                     limit,
@@ -86,7 +86,7 @@ mod tests {
         c.added = 11;
         let b = check(&g, &c);
         assert_eq!(
-            b.iter().map(|b| b.guard).collect::<Vec<_>>(),
+            b.iter().map(|b| b.guard.as_str()).collect::<Vec<_>>(),
             ["added", "removed"]
         );
         assert_eq!(b[1].allowed, 50);

@@ -53,55 +53,72 @@ impl KnownState {
     /// Records the effect of an action the target carried out. Planning against the result
     /// gives no action for what was done: the executor and the store build on this.
     pub fn record(&mut self, action: &crate::plan::Action, now: Date) {
-        use crate::plan::ActionKind;
         let target = self.targets.entry(action.target.clone()).or_default();
-        if action.kind == ActionKind::Delete {
+        if action.kind == crate::plan::ActionKind::Delete {
             target.accounts.remove(&action.person);
-            for (field, value) in &action.released {
-                target
-                    .released
-                    .entry(field.clone())
-                    .or_default()
-                    .insert(value.clone(), now);
-            }
+            target.release(action, now);
             return;
         }
-        let account = target.accounts.entry(action.person.clone()).or_default();
+        target
+            .accounts
+            .entry(action.person.clone())
+            .or_default()
+            .apply(action, now);
+    }
+}
+
+impl TargetState {
+    /// Marks the generated values a delete gave up as released on `now`.
+    pub fn release(&mut self, action: &crate::plan::Action, now: Date) {
+        for (field, value) in &action.released {
+            self.released
+                .entry(field.clone())
+                .or_default()
+                .insert(value.clone(), now);
+        }
+    }
+}
+
+impl KnownAccount {
+    /// The account after `action` was carried out. A delete is the caller's to handle: it
+    /// removes the account rather than changing it.
+    pub fn apply(&mut self, action: &crate::plan::Action, now: Date) {
+        use crate::plan::ActionKind;
         match action.kind {
             ActionKind::Create => {
-                account.attributes = action.attributes.clone();
-                account.enabled = action.enabled.unwrap_or(true);
-                account.disabled_on = None;
-                account.generator_inputs = action.generator_inputs.clone();
+                self.attributes = action.attributes.clone();
+                self.enabled = action.enabled.unwrap_or(true);
+                self.disabled_on = None;
+                self.generator_inputs = action.generator_inputs.clone();
             }
             ActionKind::Update => {
                 for (name, change) in &action.changes {
                     if change.to.is_null() {
-                        account.attributes.remove(name);
+                        self.attributes.remove(name);
                     } else {
-                        account.attributes.insert(name.clone(), change.to.clone());
+                        self.attributes.insert(name.clone(), change.to.clone());
                     }
                 }
                 for (g, inputs) in &action.generator_inputs {
-                    account.generator_inputs.insert(g.clone(), inputs.clone());
+                    self.generator_inputs.insert(g.clone(), inputs.clone());
                 }
             }
             ActionKind::Enable => {
-                account.enabled = true;
-                account.disabled_on = None;
+                self.enabled = true;
+                self.disabled_on = None;
             }
             ActionKind::Disable => {
-                account.enabled = false;
-                account.disabled_on = Some(now);
+                self.enabled = false;
+                self.disabled_on = Some(now);
             }
             ActionKind::Grant => {
                 if let Some(p) = &action.permission {
-                    account.permissions.insert(p.clone());
+                    self.permissions.insert(p.clone());
                 }
             }
             ActionKind::Revoke => {
                 if let Some(p) = &action.permission {
-                    account.permissions.remove(p);
+                    self.permissions.remove(p);
                 }
             }
             ActionKind::Delete => {}

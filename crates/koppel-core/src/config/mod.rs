@@ -59,7 +59,7 @@ pub struct Guards {
 }
 
 /// An absolute count (`50`) or a share of a base (`"10%"`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Limit {
     Count(u64),
     Percent(f64),
@@ -80,6 +80,16 @@ impl std::fmt::Display for Limit {
         match self {
             Limit::Count(n) => write!(f, "{n}"),
             Limit::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+/// Written the way it is configured: `50` or `"10%"`.
+impl Serialize for Limit {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match *self {
+            Limit::Count(n) => s.serialize_u64(n),
+            Limit::Percent(p) => s.serialize_str(&format!("{p}%")),
         }
     }
 }

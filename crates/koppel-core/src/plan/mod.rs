@@ -8,7 +8,7 @@ mod generate;
 use std::collections::{BTreeMap, BTreeSet};
 
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::CompiledConfig;
 use crate::diag::Diagnostic;
@@ -18,11 +18,11 @@ use crate::org::Org;
 use crate::state::KnownState;
 use crate::value::AttrValue;
 
-pub use eval::{ContractVerdict, PersonEval, RuleVerdict, TargetVerdict};
+pub use eval::{ContractVerdict, Grounds, PersonEval, RuleVerdict, TargetVerdict, in_window};
 
 /// What an action does, in the order a plan executes them: creates before grants, revokes
 /// before disables and deletes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ActionKind {
     Create,
@@ -59,7 +59,7 @@ impl ActionKind {
 }
 
 /// Why an action is in the plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Origin {
     /// A rule entitles the person (to the account or the permission).
@@ -86,16 +86,16 @@ pub enum Origin {
 }
 
 /// One reason of an action, with the rules, contracts and source fields behind it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Reason {
     pub origin: Origin,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub contracts: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub date: Option<Date>,
 }
 
@@ -128,39 +128,39 @@ impl Reason {
 }
 
 /// One attribute change of an update.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
     pub from: AttrValue,
     pub to: AttrValue,
 }
 
 /// One step of a plan.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Action {
     pub target: String,
     /// The person's external id.
     pub person: String,
     pub kind: ActionKind,
     /// Create: every attribute of the new account.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: BTreeMap<String, AttrValue>,
     /// Create: whether the account starts enabled (false while pre-boarding).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
     /// Create: the correlation attribute and value used to adopt an existing account.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation: Option<(String, AttrValue)>,
     /// Update: attribute → from, to.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub changes: BTreeMap<String, Change>,
     /// Grant and revoke: the permission.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub permission: Option<String>,
     /// Create and update: the candidate values each generator used, for the store.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub generator_inputs: BTreeMap<String, Vec<String>>,
     /// Delete: generated values given up, field → value, kept from reuse for a while.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub released: BTreeMap<String, String>,
     pub reasons: Vec<Reason>,
 }
@@ -184,14 +184,14 @@ impl Action {
 }
 
 /// A person left untouched everywhere because a required field is missing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Blocked {
     pub person: String,
     pub missing: Vec<String>,
 }
 
 /// The outcome of planning.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub now: Date,
     /// Non-empty: a source guard is exceeded; the whole run is held and nothing applies.
