@@ -258,7 +258,9 @@ impl Checker<'_> {
         context: String,
         err: &CompileError,
     ) {
-        let region = self.text.get(item_span.clone()).unwrap_or("");
+        // The item's span may cover only a table header: look from its start onwards; the
+        // first occurrence after it is the expression's own.
+        let region = self.text.get(item_span.start..).unwrap_or("");
         let offset = match region.find(source).filter(|_| !source.is_empty()) {
             Some(at) => item_span.start + at + err.offset.min(source.len()),
             None => item_span.start,
