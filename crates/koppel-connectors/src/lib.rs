@@ -3,6 +3,7 @@
 
 pub mod file;
 pub mod source;
+pub mod target;
 
 pub use file::FileSource;
 pub use source::{Fetched, RowError, Source, SourceError, load, merge, source_for};

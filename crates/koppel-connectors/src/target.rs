@@ -172,9 +172,10 @@ pub trait Target: Send + Sync {
             Op::Update { reference, changes } => {
                 self.update(reference, changes).await.map(|_| Done::Ok)
             }
-            Op::SetEnabled { reference, enabled } => {
-                self.set_enabled(reference, *enabled).await.map(|_| Done::Ok)
-            }
+            Op::SetEnabled { reference, enabled } => self
+                .set_enabled(reference, *enabled)
+                .await
+                .map(|_| Done::Ok),
             Op::Delete { reference } => self.delete(reference).await.map(|_| Done::Ok),
             Op::Grant {
                 reference,

@@ -17,18 +17,18 @@
 //! * An absent or empty `sequence` is 0: file order means nothing, so the later keys of the
 //!   primary contract ordering (end date, start date) decide instead.
 //! * Linking problems (a contract of an unknown person, duplicates, ...) are diagnostics, not
-//!   errors; see [`Assembly::finish`](super::Assembly::finish).
+//!   errors; see the `link` module.
 
 use std::path::Path;
 
 use csv::ByteRecord;
 use koppel_core::config::{CsvSourceConfig, DepartmentColumns};
-use koppel_core::{Contract, Date, Department, Location, NamingConvention, Person, Title};
+use koppel_core::{Contract, Date, Department, NamingConvention, Person, Title};
 
+use super::link::{self, PendingContract};
 use super::{
-    Assembly, Errors, PendingContract, bool_message, convention_message, date_message,
-    decimal_message, display_path, integer_message, parse_bool, parse_date, parse_decimal,
-    read_file,
+    Errors, bool_message, convention_message, date_message, decimal_message, display_path,
+    integer_message, parse_bool, parse_date, parse_decimal, read_file,
 };
 use crate::source::{Fetched, RowError, SourceError};
 
@@ -62,43 +62,49 @@ pub fn load_csv(cfg: &CsvSourceConfig, base_dir: &Path) -> Result<Fetched, Sourc
         None => None,
     };
 
-    // Persons and contracts are independent until linking: parse them side by side.
-    let (persons, contracts) = std::thread::scope(|s| {
+    // Persons and contracts are independent until they are attached: parse and check each
+    // on its own thread. A file with bad rows is not linked; the load fails anyway.
+    let contracts_display = contracts_file.display.clone();
+    let persons_display = persons_file.display.clone();
+    let (departments, persons, contracts) = std::thread::scope(|s| {
         let contracts = s.spawn(|| {
             let mut errors = Errors::default();
-            let r = read_contracts(&contracts_file, &contracts_bytes, cfg, &mut errors);
-            r.map(|c| (c, errors))
+            let list = read_contracts(&contracts_file, &contracts_bytes, cfg, &mut errors)?;
+            let linked = errors
+                .is_empty()
+                .then(|| link::contracts(contracts_display, list));
+            Ok::<_, SourceError>((linked, errors))
         });
         let mut errors = Errors::default();
-        let persons = read_persons(&persons_file, &persons_bytes, cfg, &mut errors);
+        let departments = match (&departments_file, &departments_bytes) {
+            (Some(f), Some(bytes)) => {
+                let (list, lines) =
+                    read_departments(f, bytes, &cfg.columns.departments, &mut errors)?;
+                Some(link::departments(&f.display, list, &lines))
+            }
+            _ => None,
+        };
+        let persons = (|| {
+            let before = errors.len();
+            let (list, lines) = read_persons(&persons_file, &persons_bytes, cfg, &mut errors)?;
+            Ok::<_, SourceError>(
+                (errors.len() == before).then(|| link::persons(persons_display, list, lines)),
+            )
+        })();
         let contracts = contracts
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (persons.map(|p| (p, errors)), contracts)
-    });
-    let (persons, person_errors) = persons?;
+        Ok::<_, SourceError>((departments, persons.map(|p| (p, errors)), contracts))
+    })?;
+    let (persons, mut errors) = persons?;
     let (contracts, contract_errors) = contracts?;
-
-    let mut errors = Errors::default();
-    let departments = match (&departments_file, &departments_bytes) {
-        (Some(f), Some(bytes)) => {
-            read_departments(f, bytes, &cfg.columns.departments, &mut errors)?
-        }
-        _ => Vec::new(),
-    };
-    errors.extend(person_errors);
     errors.extend(contract_errors);
-    if !errors.is_empty() {
-        return Err(errors.into_error());
+    match (persons, contracts) {
+        (Some(persons), Some(contracts)) if errors.is_empty() => {
+            Ok(link::assemble(departments, persons, contracts))
+        }
+        _ => Err(errors.into_error()),
     }
-
-    Ok(Assembly {
-        persons,
-        contracts,
-        departments,
-        departments_given: departments_file.is_some(),
-    }
-    .finish())
 }
 
 struct CsvFile {
@@ -228,6 +234,7 @@ fn for_each_row<'h>(
         }
         let mut row = Row {
             record: &record,
+            text: std::str::from_utf8(record.as_slice()).ok(),
             header,
             line,
             errors,
@@ -240,6 +247,9 @@ fn for_each_row<'h>(
 /// One data row being read: typed access to cells that records every bad cell.
 struct Row<'r, 'h, 'e> {
     record: &'r ByteRecord,
+    /// The whole row as text, when it is valid UTF-8 (nearly always): checking it once is
+    /// much cheaper than checking every cell.
+    text: Option<&'r str>,
     header: &'h Header<'h>,
     line: u64,
     errors: &'e mut Errors,
@@ -261,6 +271,15 @@ impl<'r> Row<'r, '_, '_> {
 
     /// The trimmed text of a cell, or `None` (reported) when it is not UTF-8.
     fn try_str(&mut self, col: usize) -> Option<&'r str> {
+        // `get` checks that the cell starts and ends on character boundaries; when it does
+        // not, the cell alone is invalid even though the row as a whole is not.
+        if let Some(cell) = self
+            .text
+            .zip(self.record.range(col))
+            .and_then(|(text, range)| text.get(range))
+        {
+            return Some(cell.trim_ascii());
+        }
         let raw = self.record.get(col).unwrap_or_default().trim_ascii();
         match std::str::from_utf8(raw) {
             Ok(s) => Some(s),
@@ -365,14 +384,11 @@ impl<'r> Row<'r, '_, '_> {
             (None, None) => NamingConvention::default(),
         }
     }
+}
 
-    fn location(&self) -> Location {
-        Location {
-            file: self.header.file.to_owned(),
-            line: Some(self.line),
-            column: None,
-        }
-    }
+/// A guess of a file's row count from its line count, to size vectors once.
+fn rows_hint(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|&&b| b == b'\n').count()
 }
 
 fn read_persons(
@@ -380,11 +396,12 @@ fn read_persons(
     bytes: &[u8],
     cfg: &CsvSourceConfig,
     errors: &mut Errors,
-) -> Result<Vec<(Person, Location)>, SourceError> {
+) -> Result<(Vec<Person>, Vec<u64>), SourceError> {
     let c = &cfg.columns.persons;
     let mut rdr = reader(file, bytes)?;
     let h = Header::read(file, &mut rdr)?;
     let external_id = h.require(&c.external_id, "persons.external_id")?;
+    let rows = rows_hint(bytes);
     let given = h.find(&c.given_name);
     let nickname = h.find(&c.nickname);
     let initials = h.find(&c.initials);
@@ -415,7 +432,8 @@ fn read_persons(
         .filter(|i| !h.names[*i].is_empty() && !known.contains(&Some(*i)))
         .collect();
 
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(rows);
+    let mut lines = Vec::with_capacity(rows);
     for_each_row(&mut rdr, &h, errors, |row| {
         let mut person = Person {
             external_id: row.key(external_id, "person"),
@@ -438,10 +456,11 @@ fn read_persons(
             person.custom.insert(h.names[col].clone(), value);
         }
         if !row.bad {
-            out.push((person, row.location()));
+            out.push(person);
+            lines.push(row.line);
         }
     });
-    Ok(out)
+    Ok((out, lines))
 }
 
 fn read_contracts(
@@ -468,7 +487,7 @@ fn read_contracts(
     let hours = h.find(&c.hours_per_week);
     let sequence = h.find(&c.sequence);
 
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(rows_hint(bytes));
     for_each_row(&mut rdr, &h, errors, |row| {
         let contract_id = row.key(id, "contract");
         let person = row.key(person, "contract");
@@ -496,7 +515,7 @@ fn read_contracts(
             out.push(PendingContract {
                 person,
                 contract,
-                at: row.location(),
+                line: row.line,
             });
         }
     });
@@ -508,7 +527,7 @@ fn read_departments(
     bytes: &[u8],
     c: &DepartmentColumns,
     errors: &mut Errors,
-) -> Result<Vec<(Department, Location)>, SourceError> {
+) -> Result<(Vec<Department>, Vec<u64>), SourceError> {
     let mut rdr = reader(file, bytes)?;
     let h = Header::read(file, &mut rdr)?;
     let code = h.require(&c.code, "departments.code")?;
@@ -517,6 +536,7 @@ fn read_departments(
     let manager = h.find(&c.manager_external_id);
 
     let mut out = Vec::new();
+    let mut lines = Vec::new();
     for_each_row(&mut rdr, &h, errors, |row| {
         let dept = Department {
             code: row.key(code, "department"),
@@ -525,8 +545,9 @@ fn read_departments(
             manager: row.string(manager),
         };
         if !row.bad {
-            out.push((dept, row.location()));
+            out.push(dept);
+            lines.push(row.line);
         }
     });
-    Ok(out)
+    Ok((out, lines))
 }

@@ -14,26 +14,28 @@
 //!   `Contact.Business.Email`, `Contracts[].Department.ExternalId`, ...), lenient about nulls,
 //!   numbers given as text and datetimes for dates. See [`helloid_person`] for the mapping.
 //!   Departments: an array of `{ExternalId, DisplayName, ParentExternalId, ManagerExternalId}`.
-//! * Linking problems are diagnostics, as for CSV; see [`Assembly::finish`](super::Assembly::finish).
+//! * Linking problems are diagnostics, as for CSV; see the `link` module.
 
 use std::path::Path;
 
 use koppel_core::config::{JsonShape, JsonSourceConfig};
-use koppel_core::{Contract, Date, Department, Location, NamingConvention, Person, Title};
+use koppel_core::{Contract, Date, Department, NamingConvention, Person, Title};
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use super::link;
 use super::{
-    Assembly, Errors, bool_message, convention_message, date_message, decimal_message,
-    display_path, integer_message, parse_bool, parse_date, parse_decimal, read_file,
+    Errors, bool_message, convention_message, date_message, decimal_message, display_path,
+    integer_message, parse_bool, parse_date, parse_decimal, read_file,
 };
 use crate::source::{Fetched, RowError, SourceError};
 
 /// Loads a JSON source. Paths are relative to `base_dir`.
 pub fn load_json(cfg: &JsonSourceConfig, base_dir: &Path) -> Result<Fetched, SourceError> {
     let mut errors = Errors::default();
-    let mut asm = Assembly::default();
+    let mut persons = Vec::new();
+    let mut person_lines = Vec::new();
 
     let display = display_path(Path::new(""), &cfg.file);
     let bytes = read_file(&base_dir.join(&cfg.file), "persons file")?;
@@ -59,15 +61,18 @@ pub fn load_json(cfg: &JsonSourceConfig, base_dir: &Path) -> Result<Fetched, Sou
                 ));
                 continue;
             }
-            asm.persons.push((person, rec.location(&display)));
+            persons.push(person);
+            person_lines.push(rec.line as u64);
         }
     }
 
+    let mut departments = None;
     if let Some(file) = &cfg.departments_file {
-        asm.departments_given = true;
         let display = display_path(Path::new(""), file);
         let bytes = read_file(&base_dir.join(file), "departments file")?;
         let text = decode(&display, &bytes)?;
+        let mut list = Vec::new();
+        let mut lines = Vec::new();
         for (index, rec) in records(&display, text)?.into_iter().enumerate() {
             let dept = match cfg.shape {
                 JsonShape::Koppel => {
@@ -94,15 +99,19 @@ pub fn load_json(cfg: &JsonSourceConfig, base_dir: &Path) -> Result<Fetched, Sou
                     ));
                     continue;
                 }
-                asm.departments.push((dept, rec.location(&display)));
+                list.push(dept);
+                lines.push(rec.line as u64);
             }
         }
+        departments = Some(link::departments(&display, list, &lines));
     }
 
     if !errors.is_empty() {
         return Err(errors.into_error());
     }
-    Ok(asm.finish())
+    let mut persons = link::persons(display, persons, person_lines);
+    let contracts = link::nested_contracts(&mut persons);
+    Ok(link::assemble(departments, persons, contracts))
 }
 
 fn id_field(shape: JsonShape, koppel: &str, helloid: &str) -> String {
@@ -131,14 +140,6 @@ struct Rec<'t> {
 }
 
 impl Rec<'_> {
-    fn location(&self, file: &str) -> Location {
-        Location {
-            file: file.to_owned(),
-            line: Some(self.line as u64),
-            column: None,
-        }
-    }
-
     /// An error in this record. `line` is the line of the problem when known, else the
     /// record's first line; `id` names the record for people who search the file.
     fn error(

@@ -3,12 +3,12 @@
 
 pub mod csv;
 pub mod json;
+mod link;
 
-use std::collections::{BTreeMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 
+use koppel_core::Date;
 use koppel_core::config::SourceConfig;
-use koppel_core::{Contract, Date, Department, Diagnostic, Location, Person, Snapshot};
 
 use crate::source::{Fetched, RowError, Source, SourceError};
 
@@ -76,6 +76,10 @@ impl Errors {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.kept.is_empty()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.kept.len() + self.omitted
     }
 
     pub(crate) fn into_error(self) -> SourceError {
@@ -200,195 +204,6 @@ pub(crate) fn bool_message(v: &str) -> String {
 }
 pub(crate) fn convention_message(v: &str) -> String {
     format!("\"{v}\" is not a naming convention (expected B, P, BP or PB)")
-}
-
-/// A contract read apart from its person (CSV), or taken from a person record (JSON).
-pub(crate) struct PendingContract {
-    pub person: String,
-    pub contract: Contract,
-    pub at: Location,
-}
-
-/// The records of one source as read, before linking: persons and departments in file
-/// order with where each came from, and contracts not yet attached.
-#[derive(Default)]
-pub(crate) struct Assembly {
-    pub persons: Vec<(Person, Location)>,
-    pub contracts: Vec<PendingContract>,
-    pub departments: Vec<(Department, Location)>,
-    /// Whether the source has a department list, so that unknown department codes mean
-    /// something.
-    pub departments_given: bool,
-}
-
-impl Assembly {
-    /// Links everything into a normalized snapshot and reports what does not fit:
-    ///
-    /// * a second person, contract or department with an id seen before: error, the first
-    ///   one is kept (files are read top to bottom, the first row is the one admins look at);
-    /// * a contract of an unknown person: error, not attached;
-    /// * a contract ending before it starts: error, kept (it is simply never active);
-    /// * a department code unknown to the department list: warning, kept;
-    /// * a department whose parent is unknown: warning, kept.
-    pub(crate) fn finish(self) -> Fetched {
-        let mut diagnostics = Vec::new();
-
-        let mut departments: BTreeMap<String, Department> = BTreeMap::new();
-        let mut dept_lines: BTreeMap<String, Location> = BTreeMap::new();
-        for (dept, at) in self.departments {
-            if let Some(first) = dept_lines.get(&dept.code) {
-                diagnostics.push(
-                    Diagnostic::error(
-                        "duplicate_department",
-                        format!(
-                            "department \"{}\" is listed again (first at {first}); this one is ignored",
-                            dept.code
-                        ),
-                    )
-                    .at(at),
-                );
-                continue;
-            }
-            dept_lines.insert(dept.code.clone(), at);
-            departments.insert(dept.code.clone(), dept);
-        }
-        for dept in departments.values() {
-            if !dept.parent.is_empty() && !departments.contains_key(&dept.parent) {
-                let at = dept_lines.get(&dept.code).cloned().unwrap_or_default();
-                diagnostics.push(
-                    Diagnostic::warning(
-                        "department_unknown_parent",
-                        format!(
-                            "department \"{}\" has parent \"{}\", which is not in the department list; it is treated as a top-level department",
-                            dept.code, dept.parent
-                        ),
-                    )
-                    .at(at),
-                );
-            }
-        }
-
-        // A stable sort keeps file order among equal ids, so the first row wins.
-        let mut persons = self.persons;
-        persons.sort_by(|a, b| a.0.external_id.cmp(&b.0.external_id));
-        let mut kept: Vec<(Person, Location)> = Vec::with_capacity(persons.len());
-        for (person, at) in persons {
-            if let Some((first, first_at)) = kept.last()
-                && first.external_id == person.external_id
-            {
-                diagnostics.push(
-                    Diagnostic::error(
-                        "duplicate_person",
-                        format!(
-                            "person \"{}\" is listed again (first at {first_at}); this one and its contracts are ignored",
-                            person.external_id
-                        ),
-                    )
-                    .at(at)
-                    .for_person(person.external_id),
-                );
-                continue;
-            }
-            kept.push((person, at));
-        }
-
-        // Nested contracts (JSON) go through the same checks as contracts from their own file.
-        let mut pending = self.contracts;
-        let mut persons: Vec<Person> = Vec::with_capacity(kept.len());
-        for (mut person, at) in kept {
-            for contract in std::mem::take(&mut person.contracts) {
-                pending.push(PendingContract {
-                    person: person.external_id.clone(),
-                    contract,
-                    at: at.clone(),
-                });
-            }
-            persons.push(person);
-        }
-
-        // Decide which contracts are duplicates before moving them, borrowing the ids.
-        let keep: Vec<bool> = {
-            let mut seen: HashSet<&str> = HashSet::with_capacity(pending.len());
-            pending
-                .iter()
-                .map(|p| seen.insert(p.contract.id.as_str()))
-                .collect()
-        };
-        for (p, keep) in pending.into_iter().zip(keep) {
-            if !keep {
-                diagnostics.push(
-                    Diagnostic::error(
-                        "duplicate_contract",
-                        format!(
-                            "contract \"{}\" is listed again; this one is ignored",
-                            p.contract.id
-                        ),
-                    )
-                    .at(p.at)
-                    .for_person(p.person),
-                );
-                continue;
-            }
-            let Ok(slot) = persons.binary_search_by(|q| q.external_id.as_str().cmp(&p.person))
-            else {
-                diagnostics.push(
-                    Diagnostic::error(
-                        "contract_unknown_person",
-                        format!(
-                            "contract \"{}\" belongs to person \"{}\", who is not in the persons list; the contract is ignored",
-                            p.contract.id, p.person
-                        ),
-                    )
-                    .at(p.at)
-                    .for_person(p.person),
-                );
-                continue;
-            };
-            let c = &p.contract;
-            if let Some(end) = c.end
-                && end < c.start
-            {
-                diagnostics.push(
-                    Diagnostic::error(
-                        "contract_ends_before_start",
-                        format!(
-                            "contract \"{}\" ends ({end}) before it starts ({}); it is kept but never active",
-                            c.id, c.start
-                        ),
-                    )
-                    .at(p.at.clone())
-                    .for_person(p.person.clone()),
-                );
-            }
-            if self.departments_given
-                && !c.department.is_empty()
-                && !departments.contains_key(&c.department)
-            {
-                diagnostics.push(
-                    Diagnostic::warning(
-                        "contract_unknown_department",
-                        format!(
-                            "contract \"{}\" names department \"{}\", which is not in the department list",
-                            c.id, c.department
-                        ),
-                    )
-                    .at(p.at)
-                    .for_person(p.person),
-                );
-            }
-            persons[slot].contracts.push(p.contract);
-        }
-
-        let mut snapshot = Snapshot {
-            persons,
-            departments,
-        };
-        snapshot.normalize();
-        Fetched {
-            snapshot,
-            diagnostics,
-        }
-    }
 }
 
 #[cfg(test)]

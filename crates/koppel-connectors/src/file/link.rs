@@ -1,0 +1,300 @@
+//! Linking the records of one source into a snapshot: duplicates, contracts to persons,
+//! departments, and the diagnostics for whatever does not fit.
+//!
+//! * A second person, contract or department with an id seen before: error, the first one
+//!   is kept (files are read top to bottom; the first row is the one admins look at).
+//! * A contract of an unknown person: error, not attached.
+//! * A contract ending before it starts: error, kept (it is simply never active).
+//! * A department code unknown to the department list: warning, kept.
+//! * A department whose parent is unknown: warning, kept.
+//!
+//! The steps are separate functions so that the CSV loader can run the persons and the
+//! contracts steps on two threads, each right after parsing its file.
+
+use std::collections::{BTreeMap, HashSet};
+
+use koppel_core::{Contract, Department, Diagnostic, Location, Person, Snapshot};
+
+use crate::source::Fetched;
+
+fn at(file: &str, line: u64) -> Location {
+    Location {
+        file: file.to_owned(),
+        line: Some(line),
+        column: None,
+    }
+}
+
+/// Persons sorted by external id without duplicates, with the line each came from.
+pub(crate) struct Persons {
+    pub file: String,
+    pub persons: Vec<Person>,
+    pub lines: Vec<u64>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Sorts persons by external id (stable: the first row stays first) and drops duplicates,
+/// reporting them. HR files are often sorted already; then nothing moves.
+pub(crate) fn persons(file: String, mut persons: Vec<Person>, mut lines: Vec<u64>) -> Persons {
+    let mut diagnostics = Vec::new();
+    lines.resize(persons.len(), 0);
+    if !persons.is_sorted_by(|a, b| a.external_id <= b.external_id) {
+        let mut order: Vec<usize> = (0..persons.len()).collect();
+        order.sort_by(|&a, &b| persons[a].external_id.cmp(&persons[b].external_id));
+        let mut taken: Vec<Option<Person>> = persons.into_iter().map(Some).collect();
+        persons = order.iter().filter_map(|&i| taken[i].take()).collect();
+        lines = order.iter().map(|&i| lines[i]).collect();
+    }
+    let duplicate: Vec<bool> = std::iter::once(false)
+        .chain(
+            persons
+                .windows(2)
+                .map(|w| w[0].external_id == w[1].external_id),
+        )
+        .take(persons.len())
+        .collect();
+    if duplicate.iter().any(|d| *d) {
+        let mut first_line = 0;
+        for ((person, line), dup) in persons.iter().zip(&lines).zip(&duplicate) {
+            if !dup {
+                first_line = *line;
+                continue;
+            }
+            diagnostics.push(
+                Diagnostic::error(
+                    "duplicate_person",
+                    format!(
+                        "person \"{}\" is listed again (first at {file}:{first_line}); this one and its contracts are ignored",
+                        person.external_id
+                    ),
+                )
+                .at(at(&file, *line))
+                .for_person(person.external_id.clone()),
+            );
+        }
+        let mut keep = duplicate.iter().map(|d| !d);
+        persons.retain(|_| keep.next().unwrap_or(false));
+        let mut keep = duplicate.iter().map(|d| !d);
+        lines.retain(|_| keep.next().unwrap_or(false));
+    }
+    Persons {
+        file,
+        persons,
+        lines,
+        diagnostics,
+    }
+}
+
+/// A contract read apart from its person (CSV), or taken from a person record (JSON).
+pub(crate) struct PendingContract {
+    pub person: String,
+    pub contract: Contract,
+    /// Where the contract starts in its file.
+    pub line: u64,
+}
+
+/// Contracts not yet attached, with which of them are first occurrences of their id.
+pub(crate) struct Contracts {
+    pub file: String,
+    pub contracts: Vec<PendingContract>,
+    pub first: Vec<bool>,
+}
+
+/// Marks duplicate contract ids. Borrowing the ids keeps this allocation-light, and running
+/// it right after parsing finds the ids still in the cache.
+pub(crate) fn contracts(file: String, contracts: Vec<PendingContract>) -> Contracts {
+    let mut seen: HashSet<&str> = HashSet::with_capacity(contracts.len());
+    let first = contracts
+        .iter()
+        .map(|p| seen.insert(p.contract.id.as_str()))
+        .collect();
+    Contracts {
+        file,
+        contracts,
+        first,
+    }
+}
+
+/// Takes the contracts out of persons that carry them nested (JSON), so that they get the
+/// same checks as contracts from a file of their own. Each gets its person's line.
+pub(crate) fn nested_contracts(persons: &mut Persons) -> Contracts {
+    let mut pending = Vec::new();
+    for (person, line) in persons.persons.iter_mut().zip(&persons.lines) {
+        for contract in std::mem::take(&mut person.contracts) {
+            pending.push(PendingContract {
+                person: person.external_id.clone(),
+                contract,
+                line: *line,
+            });
+        }
+    }
+    contracts(persons.file.clone(), pending)
+}
+
+/// The department list, when the source has one.
+pub(crate) struct Departments {
+    pub departments: BTreeMap<String, Department>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+pub(crate) fn departments(file: &str, list: Vec<Department>, lines: &[u64]) -> Departments {
+    let mut diagnostics = Vec::new();
+    let mut departments: BTreeMap<String, Department> = BTreeMap::new();
+    let mut first_lines: BTreeMap<String, u64> = BTreeMap::new();
+    for (i, dept) in list.into_iter().enumerate() {
+        let line = lines.get(i).copied().unwrap_or_default();
+        if let Some(first) = first_lines.get(&dept.code) {
+            diagnostics.push(
+                Diagnostic::error(
+                    "duplicate_department",
+                    format!(
+                        "department \"{}\" is listed again (first at {file}:{first}); this one is ignored",
+                        dept.code
+                    ),
+                )
+                .at(at(file, line)),
+            );
+            continue;
+        }
+        first_lines.insert(dept.code.clone(), line);
+        departments.insert(dept.code.clone(), dept);
+    }
+    for dept in departments.values() {
+        if !dept.parent.is_empty() && !departments.contains_key(&dept.parent) {
+            let line = first_lines.get(&dept.code).copied().unwrap_or_default();
+            diagnostics.push(
+                Diagnostic::warning(
+                    "department_unknown_parent",
+                    format!(
+                        "department \"{}\" has parent \"{}\", which is not in the department list; it is treated as a top-level department",
+                        dept.code, dept.parent
+                    ),
+                )
+                .at(at(file, line)),
+            );
+        }
+    }
+    Departments {
+        departments,
+        diagnostics,
+    }
+}
+
+/// The index of a person in `persons` (sorted by external id). Contract files are usually
+/// grouped by person in the persons file's order, so the person of the previous contract and
+/// the next one are tried first: a binary search over a large vector misses the cache at
+/// every step, this mostly does not.
+fn find_person(persons: &[Person], id: &str, last: Option<usize>) -> Option<usize> {
+    if let Some(last) = last {
+        for slot in [last, last + 1] {
+            if persons.get(slot).is_some_and(|p| p.external_id == id) {
+                return Some(slot);
+            }
+        }
+    }
+    persons
+        .binary_search_by(|p| p.external_id.as_str().cmp(id))
+        .ok()
+}
+
+/// Attaches the contracts to their persons and builds the normalized snapshot. Diagnostics
+/// come in the order departments, persons, contracts.
+pub(crate) fn assemble(
+    departments: Option<Departments>,
+    persons: Persons,
+    contracts: Contracts,
+) -> Fetched {
+    let (departments, mut diagnostics, given) = match departments {
+        Some(d) => (d.departments, d.diagnostics, true),
+        None => (BTreeMap::new(), Vec::new(), false),
+    };
+    diagnostics.extend(persons.diagnostics);
+    let mut persons = persons.persons;
+    let file = &contracts.file;
+
+    // First pass: decide where each contract goes, count per person, report problems.
+    let mut slots: Vec<Option<usize>> = Vec::with_capacity(contracts.contracts.len());
+    let mut counts = vec![0usize; persons.len()];
+    let mut last = None;
+    for (p, first) in contracts.contracts.iter().zip(&contracts.first) {
+        let c = &p.contract;
+        if !first {
+            diagnostics.push(
+                Diagnostic::error(
+                    "duplicate_contract",
+                    format!("contract \"{}\" is listed again; this one is ignored", c.id),
+                )
+                .at(at(file, p.line))
+                .for_person(p.person.clone()),
+            );
+            slots.push(None);
+            continue;
+        }
+        let Some(slot) = find_person(&persons, &p.person, last) else {
+            diagnostics.push(
+                Diagnostic::error(
+                    "contract_unknown_person",
+                    format!(
+                        "contract \"{}\" belongs to person \"{}\", who is not in the persons list; the contract is ignored",
+                        c.id, p.person
+                    ),
+                )
+                .at(at(file, p.line))
+                .for_person(p.person.clone()),
+            );
+            slots.push(None);
+            continue;
+        };
+        last = Some(slot);
+        if let Some(end) = c.end
+            && end < c.start
+        {
+            diagnostics.push(
+                Diagnostic::error(
+                    "contract_ends_before_start",
+                    format!(
+                        "contract \"{}\" ends ({end}) before it starts ({}); it is kept but never active",
+                        c.id, c.start
+                    ),
+                )
+                .at(at(file, p.line))
+                .for_person(p.person.clone()),
+            );
+        }
+        if given && !c.department.is_empty() && !departments.contains_key(&c.department) {
+            diagnostics.push(
+                Diagnostic::warning(
+                    "contract_unknown_department",
+                    format!(
+                        "contract \"{}\" names department \"{}\", which is not in the department list",
+                        c.id, c.department
+                    ),
+                )
+                .at(at(file, p.line))
+                .for_person(p.person.clone()),
+            );
+        }
+        counts[slot] += 1;
+        slots.push(Some(slot));
+    }
+
+    // Second pass: move the contracts in, each person's list allocated once.
+    for (person, count) in persons.iter_mut().zip(counts) {
+        person.contracts.reserve_exact(count);
+    }
+    for (p, slot) in contracts.contracts.into_iter().zip(slots) {
+        if let Some(slot) = slot {
+            persons[slot].contracts.push(p.contract);
+        }
+    }
+
+    let mut snapshot = Snapshot {
+        persons,
+        departments,
+    };
+    snapshot.normalize();
+    Fetched {
+        snapshot,
+        diagnostics,
+    }
+}
