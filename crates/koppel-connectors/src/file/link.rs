@@ -38,24 +38,62 @@ pub(crate) struct Persons {
 pub(crate) fn persons(file: String, mut persons: Vec<Person>, mut lines: Vec<u64>) -> Persons {
     let mut diagnostics = Vec::new();
     lines.resize(persons.len(), 0);
-    if !persons.is_sorted_by(|a, b| a.external_id <= b.external_id) {
+    // One pass answers both "sorted?" and "any duplicates?": every pass over all ids misses
+    // the cache once per person.
+    let (mut sorted, mut any_duplicate) = (true, false);
+    for w in persons.windows(2) {
+        match w[0].external_id.cmp(&w[1].external_id) {
+            std::cmp::Ordering::Less => {}
+            std::cmp::Ordering::Equal => any_duplicate = true,
+            std::cmp::Ordering::Greater => {
+                sorted = false;
+                break;
+            }
+        }
+    }
+    if !sorted {
         let mut order: Vec<usize> = (0..persons.len()).collect();
         order.sort_by(|&a, &b| persons[a].external_id.cmp(&persons[b].external_id));
         let mut taken: Vec<Option<Person>> = persons.into_iter().map(Some).collect();
         persons = order.iter().filter_map(|&i| taken[i].take()).collect();
         lines = order.iter().map(|&i| lines[i]).collect();
     }
-    let duplicate: Vec<bool> = std::iter::once(false)
-        .chain(
-            persons
-                .windows(2)
-                .map(|w| w[0].external_id == w[1].external_id),
-        )
-        .take(persons.len())
-        .collect();
+    if !sorted || any_duplicate {
+        let duplicate: Vec<bool> = std::iter::once(false)
+            .chain(
+                persons
+                    .windows(2)
+                    .map(|w| w[0].external_id == w[1].external_id),
+            )
+            .take(persons.len())
+            .collect();
+        report_duplicates(
+            &file,
+            &mut persons,
+            &mut lines,
+            &duplicate,
+            &mut diagnostics,
+        );
+    }
+    Persons {
+        file,
+        persons,
+        lines,
+        diagnostics,
+    }
+}
+
+/// Reports and drops the persons flagged in `duplicate` (sorted input, first kept).
+fn report_duplicates(
+    file: &str,
+    persons: &mut Vec<Person>,
+    lines: &mut Vec<u64>,
+    duplicate: &[bool],
+    diagnostics: &mut Vec<Diagnostic>,
+) {
     if duplicate.iter().any(|d| *d) {
         let mut first_line = 0;
-        for ((person, line), dup) in persons.iter().zip(&lines).zip(&duplicate) {
+        for ((person, line), dup) in persons.iter().zip(lines.iter()).zip(duplicate) {
             if !dup {
                 first_line = *line;
                 continue;
@@ -68,7 +106,7 @@ pub(crate) fn persons(file: String, mut persons: Vec<Person>, mut lines: Vec<u64
                         person.external_id
                     ),
                 )
-                .at(at(&file, *line))
+                .at(at(file, *line))
                 .for_person(person.external_id.clone()),
             );
         }
@@ -76,12 +114,6 @@ pub(crate) fn persons(file: String, mut persons: Vec<Person>, mut lines: Vec<u64
         persons.retain(|_| keep.next().unwrap_or(false));
         let mut keep = duplicate.iter().map(|d| !d);
         lines.retain(|_| keep.next().unwrap_or(false));
-    }
-    Persons {
-        file,
-        persons,
-        lines,
-        diagnostics,
     }
 }
 
@@ -296,5 +328,53 @@ pub(crate) fn assemble(
     Fetched {
         snapshot,
         diagnostics,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn person(id: &str, given: &str) -> Person {
+        let mut p = Person {
+            external_id: id.into(),
+            ..Person::default()
+        };
+        p.name.given = given.into();
+        p
+    }
+
+    /// Sorted and unsorted input take different paths; both keep the first row.
+    #[test]
+    fn duplicate_persons_keep_the_first_row_sorted_or_not() {
+        for (ids, lines) in [
+            (["a", "a", "b"], [2, 3, 4]),
+            (["b", "a", "a"], [2, 3, 4]),
+            (["a", "b", "a"], [2, 3, 4]),
+        ] {
+            let list: Vec<Person> = ids
+                .iter()
+                .zip(lines)
+                .map(|(id, line)| person(id, &line.to_string()))
+                .collect();
+            let linked = persons("p.csv".into(), list, lines.to_vec());
+            let kept: Vec<_> = linked
+                .persons
+                .iter()
+                .map(|p| (p.external_id.as_str(), p.name.given.as_str()))
+                .collect();
+            let first_a = ids.iter().position(|i| *i == "a").unwrap();
+            let second_a = ids.iter().rposition(|i| *i == "a").unwrap();
+            assert_eq!(
+                kept[0],
+                ("a", lines[first_a].to_string().as_str()),
+                "{ids:?}"
+            );
+            assert_eq!(kept.len(), 2);
+            assert_eq!(linked.lines.len(), 2);
+            assert_eq!(linked.diagnostics.len(), 1);
+            let at = linked.diagnostics[0].location.as_ref().unwrap();
+            assert_eq!(at.line, Some(lines[second_a]), "{ids:?}");
+        }
     }
 }

@@ -169,10 +169,17 @@ pub(crate) fn parse_date(s: &str) -> Option<Date> {
 /// Parses a decimal number, with `.` or the Dutch `,` as decimal separator.
 /// Infinite and NaN values are refused: no HR number is one.
 pub(crate) fn parse_decimal(s: &str) -> Option<f64> {
-    let v: f64 = if s.contains(',') && !s.contains('.') {
-        s.replacen(',', ".", 1).parse().ok()?
-    } else {
-        s.parse().ok()?
+    let v: f64 = match s.find(',') {
+        Some(comma) if !s.contains('.') => {
+            // Swap the comma for a point on the stack: this runs for every cell of a column.
+            let mut buf = [0u8; 32];
+            let b = s.as_bytes();
+            let dst = buf.get_mut(..b.len())?;
+            dst.copy_from_slice(b);
+            dst[comma] = b'.';
+            std::str::from_utf8(dst).ok()?.parse().ok()?
+        }
+        _ => s.parse().ok()?,
     };
     v.is_finite().then_some(v)
 }
