@@ -331,3 +331,478 @@ fn eval_bool_and_string() {
     );
     assert!(e.compile("['a']").unwrap().eval_string(&s).is_err());
 }
+
+/// Prints nanoseconds per evaluation for typical expressions, fast and interpreted.
+/// `cargo test --release -p koppel-core --lib -- --ignored --nocapture speed_report`
+#[test]
+#[ignore = "a measurement, not a test: run in release"]
+fn speed_report() {
+    use std::time::Instant;
+    let w = world();
+    let engine = engine();
+    let scopes: Vec<Scope<'_>> = (0..w.persons.len()).map(|i| w.scope(i)).collect();
+    let exprs = [
+        r#"contract.department.code == "FIN" && contract.fte >= 0.5"#,
+        r#"person.custom.team in ["a", "b"]"#,
+        r#""grp-" + lower(contract.department.code)"#,
+        r#"ascii(lower(person.name.given)) + "." + ascii(lower(compact(family_name(person))))"#,
+        r#"in_department_tree("FIN")"#,
+        r#"days_until(contract.start) <= 14"#,
+        r#"true"#,
+    ];
+    for src in exprs {
+        let e = engine.compile(src).expect("compiles");
+        let n = 300_000;
+        let t = Instant::now();
+        for i in 0..n {
+            std::hint::black_box(e.eval(std::hint::black_box(&scopes[i % 2]))).ok();
+        }
+        let fast = t.elapsed().as_nanos() as f64 / n as f64;
+        let n = 30_000;
+        let t = Instant::now();
+        for i in 0..n {
+            std::hint::black_box(e.eval_interpreted(std::hint::black_box(&scopes[i % 2]))).ok();
+        }
+        let slow = t.elapsed().as_nanos() as f64 / n as f64;
+        println!("{fast:8.1} ns fast {slow:8.1} ns interpreted  {src}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Differential tests: the fast evaluator against the cel interpreter.
+
+/// The scopes every differential case runs in: each person with their primary contract in
+/// scope, one with no contract in scope, one with a later contract, and one with generator
+/// variables bound.
+fn scopes(w: &World) -> Vec<Scope<'_>> {
+    static EXTRA: std::sync::OnceLock<Vec<(&'static str, AttrValue)>> = std::sync::OnceLock::new();
+    let extra = EXTRA.get_or_init(|| {
+        vec![
+            ("value", AttrValue::from("jdevries")),
+            ("n", AttrValue::Int(2)),
+        ]
+    });
+    let mut out: Vec<Scope<'_>> = (0..w.persons.len()).map(|i| w.scope(i)).collect();
+    out.push(w.scope(0).with_contract(None));
+    out.push(w.scope(0).with_contract(Some(&w.persons[0].contracts[1])));
+    out.push(w.scope(1).with_extra(extra));
+    out
+}
+
+/// Compiles `src` and, when the fast evaluator covers it, checks it against the interpreter
+/// in every scope. Returns whether it was fast.
+fn agree(engine: &ExprEngine, w: &World, src: &str) -> Result<bool, String> {
+    let Ok(e) = engine.compile(src) else {
+        return Ok(false);
+    };
+    if !e.is_fast() {
+        return Ok(false);
+    }
+    for (i, s) in scopes(w).iter().enumerate() {
+        let fast = e.eval(s);
+        let slow = e.eval_interpreted(s);
+        match (&fast, &slow) {
+            (Ok(a), Ok(b)) if a == b => {}
+            (Err(_), Err(_)) => {}
+            _ => {
+                return Err(format!(
+                    "{src} in scope {i}: fast {fast:?}, interpreter {slow:?}"
+                ));
+            }
+        }
+        // eval_bool and eval_string agree with eval.
+        let b = e.eval_bool(s);
+        match (&fast, &b) {
+            (Ok(AttrValue::Bool(x)), Ok(y)) if x == y => {}
+            (Ok(AttrValue::Bool(_)), _) => {
+                return Err(format!("{src}: eval_bool {b:?} vs eval {fast:?}"));
+            }
+            (_, Ok(_)) => return Err(format!("{src}: eval_bool {b:?} vs eval {fast:?}")),
+            _ => {}
+        }
+        let st = e.eval_string(s);
+        let want = fast.clone().and_then(attr_to_string);
+        if st.is_ok() != want.is_ok() || (st.is_ok() && st != want) {
+            return Err(format!("{src}: eval_string {st:?} vs eval {fast:?}"));
+        }
+    }
+    Ok(true)
+}
+
+/// Expressions rules and mappings use, and their edge cases. Each must run on the fast
+/// evaluator and agree with the interpreter.
+const FAST_CASES: &[&str] = &[
+    // fields
+    "person.external_id",
+    "person.name.given + ' ' + person.name.family",
+    "person.name.convention == 'BP'",
+    "person.email",
+    "person.phone",
+    "person.excluded",
+    "person.active",
+    "person.custom.team",
+    "person.custom['team']",
+    "person.custom.missing",
+    "has(person.custom.team)",
+    "has(person.custom.missing)",
+    "'team' in person.custom",
+    "1 in person.custom",
+    "1.5 in person.custom",
+    "size(person.custom)",
+    "person.custom.size()",
+    "size(person.contracts)",
+    "person.contracts.size()",
+    "person.contracts[0].id",
+    "person.contracts[1].department.code",
+    "person.contracts[5].id",
+    "person.contracts[-1].id",
+    "contract.id",
+    "contract.start",
+    "contract.end",
+    "contract.end == null",
+    "contract.end != null",
+    "null == contract.end",
+    "contract.active",
+    "contract.department.code",
+    "contract.department.name",
+    "contract.department.parent",
+    "contract.department.manager",
+    "contract.title.code",
+    "contract.title.name",
+    "contract.location",
+    "contract.cost_centre",
+    "contract.manager",
+    "contract.employment_type",
+    "contract.fte",
+    "contract.hours_per_week",
+    "contract.sequence",
+    "contract == null",
+    "contract != null",
+    "null == primary",
+    "primary.id",
+    "has(contract.department)",
+    "has(person.name)",
+    "has(primary.end)",
+    "now",
+    "accounts.ad.sAMAccountName",
+    "accounts.ad.uid + 1",
+    "accounts.ad.groups",
+    "accounts.ad.groups + ['x']",
+    "'g1' in accounts.ad.groups",
+    "accounts.ad.gone",
+    "accounts.ad.gone == null",
+    "accounts['ad']['uid']",
+    "accounts.entra.mail",
+    "has(accounts.ad)",
+    "has(accounts.entra)",
+    "has(accounts.ad.uid)",
+    "has(accounts.ad.nope)",
+    "has(accounts.entra.mail)",
+    "'ad' in accounts",
+    "'uid' in accounts.ad",
+    "size(accounts)",
+    "size(accounts.ad)",
+    "value",
+    "value + string(n)",
+    "n + 1",
+    "n > 1 ? value + string(n) : value",
+    // logic and errors
+    "contract.department.code == 'FIN' && contract.fte >= 0.5",
+    "contract.department.code == 'FIN-AP' || contract.fte >= 0.5",
+    "false && person.custom.missing == 'x'",
+    "person.custom.missing == 'x' && false",
+    "person.custom.missing == 'x' && true",
+    "true || person.custom.missing == 'x'",
+    "person.custom.missing == 'x' || true",
+    "person.custom.missing == 'x' || false",
+    "'a' && true",
+    "true && 'a'",
+    "false || 1",
+    "!person.excluded",
+    "!person.name.given",
+    "person.excluded ? 'x' : 'y'",
+    "person.name.given ? 'x' : 'y'",
+    "contract.fte > 0.5 ? contract.department.code : null",
+    "contract.end == null || contract.end >= now",
+    "contract.start <= now && (contract.end == null || contract.end >= now)",
+    "contract.end > now",
+    // comparison and arithmetic
+    "1 == 1.0",
+    "1 < 1.5",
+    "contract.fte == 0.8",
+    "contract.sequence == 1.0",
+    "'a' < 'b'",
+    "'a' < 1",
+    "true > false",
+    "null < null",
+    "null == null",
+    "[1, 2] == [1, 2]",
+    "[1, 2] == [1, 2.0]",
+    "['a'] == 'a'",
+    "contract.start < date('2025-01-01')",
+    "contract.start == date('2024-01-01')",
+    "1 + 2 * 3 - 4 / 2",
+    "7 % 3",
+    "7 % 0",
+    "7 / 0",
+    "9223372036854775807 + 1",
+    "-9223372036854775807 - 2",
+    "1.5 + 2.5",
+    "1.0 / 0.0",
+    "1.5 % 1.0",
+    "1 + 1.0",
+    "'a' + 1",
+    "-contract.fte",
+    "-contract.sequence",
+    "-'a'",
+    "[1] + [2, 3]",
+    "[contract.id, person.external_id]",
+    "[contract.id, contract.end]",
+    "[contract.fte, now]",
+    "[[1]]",
+    // in
+    "person.custom.team in ['a', 'b']",
+    "contract.sequence in [1, 2]",
+    "contract.sequence in [1.0]",
+    "null in [null]",
+    "contract.department.code in [contract.department.parent, 'FIN-AP']",
+    "'a' in 'abc'",
+    "1 in [person.custom.missing]",
+    // strings
+    "size(person.name.given)",
+    "size('héllo')",
+    "size(1)",
+    "person.name.given.startsWith('Jan')",
+    "person.name.given.endsWith('ter')",
+    "person.name.given.contains(' ')",
+    "person.name.given.contains(1)",
+    "person.name.given.matches('^J.*r$')",
+    "matches(person.name.given, 'P')",
+    "contract.sequence.matches('1')",
+    "lower(person.name.given)",
+    "upper(person.name.family)",
+    "person.name.family.upper()",
+    "trim('  x  ')",
+    "' x '.trim()",
+    "ascii(person.name.given)",
+    "person.name.family.ascii()",
+    "compact(family_name(person))",
+    "lower(1)",
+    "string(contract.sequence)",
+    "string(person.excluded)",
+    "string(null)",
+    "string('x')",
+    "int('42')",
+    "int(person.custom.badge) + 1",
+    "int('4 2')",
+    "int(contract.sequence)",
+    "'grp-' + lower(contract.department.code)",
+    "ascii(lower(person.name.given)) + '.' + ascii(lower(compact(family_name(person))))",
+    // koppel functions
+    "initials(person)",
+    "family_name(person)",
+    "family_name_sort(person)",
+    "display_name(person)",
+    "days_until(contract.start)",
+    "days_since(contract.start)",
+    "days_until(contract.end)",
+    "days_since(null)",
+    "days_until('2026-01-01')",
+    "contract.end != null && days_until(contract.end) < 200",
+    "add_days(contract.start, 30)",
+    "add_days(now, -1) < now",
+    "add_days(now, 1.5)",
+    "iso(now)",
+    "iso(contract.end)",
+    "date('2026-02-01')",
+    "date(person.custom.team)",
+    "in_department_tree('FIN')",
+    "in_department_tree('ROOT')",
+    "in_department_tree('HR')",
+    "in_department_tree('')",
+    "in_department_tree(contract.department.code, 'FIN')",
+    "in_department_tree('FIN', 'FIN-AP')",
+    "in_department_tree(1)",
+    // comprehensions over contracts
+    "person.contracts.exists(c, c.department.code == 'HR')",
+    "person.contracts.all(c, c.fte > 0.1)",
+    "person.contracts.exists(c, c.active && in_department_tree(c.department.code, 'ROOT'))",
+    "person.contracts.exists(c, c.end > now)",
+    "person.contracts.all(c, c.end > now)",
+    "person.contracts.exists(c, c.fte)",
+    "person.contracts.exists(contract, contract.id == 'c2')",
+    "person.contracts.exists(c, person.contracts.all(d, d.start <= c.start || d.id != c.id))",
+];
+
+#[test]
+fn fast_evaluator_agrees_with_interpreter_on_cases() {
+    let w = world();
+    let engine = engine();
+    let mut failures = Vec::new();
+    for src in FAST_CASES {
+        match agree(&engine, &w, src) {
+            Ok(true) => {}
+            Ok(false) => failures.push(format!("{src}: does not run on the fast evaluator")),
+            Err(e) => failures.push(e),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Expressions outside the fast subset still work, through the interpreter.
+#[test]
+fn interpreter_runs_the_rest() {
+    let w = world();
+    let engine = engine();
+    let s = w.scope(0);
+    let cases: &[(&str, AttrValue)] = &[
+        (
+            "person.name.given.split(' ')",
+            AttrValue::List(vec!["Jan".into(), "Pieter".into()]),
+        ),
+        (
+            "person.contracts.map(c, c.id)",
+            AttrValue::List(vec!["c1".into(), "c2".into()]),
+        ),
+        (
+            "person.contracts.filter(c, c.fte > 0.5).size()",
+            AttrValue::Int(1),
+        ),
+        (
+            "person.custom.exists(k, k == 'team')",
+            AttrValue::Bool(true),
+        ),
+        (
+            "now - contract.start > duration('24h')",
+            AttrValue::Bool(true),
+        ),
+        ("string(contract.start)", text("2024-01-01T00:00:00Z")),
+        ("{'a': 1}.a", AttrValue::Int(1)),
+        ("person.custom.?team.orValue('none')", text("a")),
+        ("person.custom.?nope.orValue('none')", text("none")),
+        ("contract.start.getFullYear()", AttrValue::Int(2024)),
+        ("type(person.name.given) == string", AttrValue::Bool(true)),
+    ];
+    for (src, want) in cases {
+        let e = engine.compile(src).unwrap_or_else(|e| panic!("{src}: {e}"));
+        assert!(!e.is_fast(), "{src} was expected to need the interpreter");
+        assert_eq!(e.eval(&s).as_ref(), Ok(want), "{src}");
+    }
+}
+
+mod prop {
+    use proptest::prelude::{ProptestConfig, Strategy, prop_assert, prop_oneof, proptest};
+    use proptest::sample::select;
+
+    use super::*;
+
+    static FAST: AtomicUsize = AtomicUsize::new(0);
+    static ALL: AtomicUsize = AtomicUsize::new(0);
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+    fn atom() -> impl Strategy<Value = String> {
+        prop_oneof![
+            select(vec![
+                "contract.fte",
+                "contract.sequence",
+                "contract.end",
+                "contract.start",
+                "contract.department.code",
+                "contract.title.name",
+                "primary.id",
+                "person.custom.team",
+                "person.custom.missing",
+                "person.name.given",
+                "person.excluded",
+                "person.active",
+                "accounts.ad.uid",
+                "accounts.ad.groups",
+                "accounts.ad.gone",
+                "value",
+                "n",
+                "now",
+                "null",
+                "true",
+                "false",
+                "c.fte",
+                "c.department.code",
+                "date('2026-01-01')",
+                "contract",
+                "size(person.contracts)",
+            ])
+            .prop_map(str::to_owned),
+            (-3i64..4).prop_map(|i| i.to_string()),
+            select(vec!["0.5", "1.0", "-2.5", "0.0"]).prop_map(str::to_owned),
+            "[a-c]{0,2}".prop_map(|s| format!("'{s}'")),
+        ]
+    }
+
+    fn expr() -> impl Strategy<Value = String> {
+        atom().prop_recursive(4, 24, 3, |inner| {
+            let op = select(vec![
+                "==", "!=", "<", "<=", ">", ">=", "&&", "||", "+", "-", "*", "/", "%", "in",
+            ]);
+            let func = select(vec![
+                "lower",
+                "upper",
+                "trim",
+                "ascii",
+                "compact",
+                "size",
+                "string",
+                "int",
+                "days_until",
+                "days_since",
+                "iso",
+                "date",
+                "in_department_tree",
+                "!",
+                "-",
+            ]);
+            prop_oneof![
+                (inner.clone(), op, inner.clone()).prop_map(|(a, op, b)| match op {
+                    "in" => format!("({a} in [{b}, 'a', 1])"),
+                    _ => format!("({a} {op} {b})"),
+                }),
+                (func, inner.clone()).prop_map(|(f, a)| format!("{f}({a})")),
+                (inner.clone(), inner.clone(), inner.clone())
+                    .prop_map(|(a, b, c)| format!("({a} ? {b} : {c})")),
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("add_days({a}, {b})")),
+                inner
+                    .clone()
+                    .prop_map(|a| format!("person.contracts.exists(c, {a})")),
+                inner
+                    .clone()
+                    .prop_map(|a| format!("person.contracts.all(c, {a})")),
+                (
+                    inner.clone(),
+                    select(vec!["startsWith", "endsWith", "contains"]),
+                    inner
+                )
+                    .prop_map(|(a, m, b)| format!("{a}.{m}({b})")),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 3000,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn fast_evaluator_agrees_with_interpreter(src in expr()) {
+            if std::env::var_os("KOPPEL_PROP_STATS").is_some() && ALL.load(Relaxed) % 500 == 499 {
+                eprintln!("{} of {} random expressions ran on the fast evaluator", FAST.load(Relaxed), ALL.load(Relaxed));
+            }
+            let w = world();
+            let engine = ExprEngine::new(&BTreeMap::new());
+            ALL.fetch_add(1, Relaxed);
+            match agree(&engine, &w, &src) {
+                Ok(fast) => { if fast { FAST.fetch_add(1, Relaxed); } }
+                Err(e) => prop_assert!(false, "{}", e),
+            }
+        }
+    }
+}
