@@ -859,3 +859,26 @@ fn actions_are_ordered_creates_before_grants_and_revokes_before_disables() {
         "ad before plek: plek reads ad's data"
     );
 }
+
+#[test]
+fn grace_keeps_an_account_but_never_creates_one_for_a_leaver() {
+    let cfg = cfg();
+    // Left yesterday; plek has 5 days of grace, ad none.
+    let s = snapshot(vec![person(
+        "1",
+        "Jan",
+        "",
+        "Smit",
+        vec![contract("c1", "2025-01-01", Some("2026-01-31"), "HR")],
+    )]);
+    let p = run(&cfg, &s, None, &KnownState::default(), "2026-02-01");
+    assert!(p.is_empty(), "{:?}", p.actions);
+    assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
+    // With accounts already there, plek keeps its own (reading ad's stored mail) while ad is disabled.
+    let mut known = KnownState::default();
+    step(&cfg, &s, None, &mut known, "2026-01-15");
+    let p = run(&cfg, &s, None, &known, "2026-02-01");
+    assert!(kinds(&p, "ad", "1").contains(&(ActionKind::Disable, None)));
+    assert!(kinds(&p, "plek", "1").is_empty(), "{:?}", p.actions);
+    assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
+}

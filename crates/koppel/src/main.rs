@@ -1,4 +1,213 @@
-//! The `koppel` command line: plan, apply, explain, validate, demo.
+//! The `koppel` command line: plan, explain, validate, demo, synth, bench.
 //! The only place that reads the clock and the environment; everything else is passed in.
 
-fn main() {}
+mod bench;
+mod demo;
+mod render;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use koppel_core::Date;
+
+#[derive(Parser)]
+#[command(
+    name = "koppel",
+    version,
+    about = "Identity provisioning from HR data: plan, explain, apply"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+pub struct Common {
+    /// The configuration file.
+    #[arg(long, short, default_value = "koppel.toml", env = "KOPPEL_CONFIG")]
+    pub config: PathBuf,
+    /// Evaluate as of this date (YYYY-MM-DD) instead of today.
+    #[arg(long, value_parser = parse_date)]
+    pub now: Option<Date>,
+    /// Known state to plan against: a JSON file written by `--write-state`. Without it the
+    /// plan starts from nothing.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show what koppel would change in every target, and why.
+    Plan {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+        /// Only the counts per target and kind, not every action.
+        #[arg(long)]
+        summary: bool,
+        /// Write the state as it would be once the plan has been applied, with this snapshot
+        /// as the previous one (for the source guards of the next plan).
+        #[arg(long)]
+        write_state: Option<PathBuf>,
+        /// Exit with 2 when the plan has changes, 0 when empty (for scripts).
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
+    /// Show which rules match a person, which contracts are in conditions, and why each
+    /// account and permission is or is not granted.
+    Explain {
+        /// The person's external id.
+        external_id: String,
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Check a configuration without running it; report every error with its place.
+    Validate {
+        #[arg(long, short, default_value = "koppel.toml", env = "KOPPEL_CONFIG")]
+        config: PathBuf,
+    },
+    /// Run the embedded demo organisation through the rules and print the plan.
+    Demo {
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+        /// Print every action, not only the summary and a sample.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Write synthetic HR data (CSV) for tests and benchmarks, reproducible from a seed.
+    Synth {
+        #[arg(long, default_value_t = 1000)]
+        persons: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// The date the data is made around (joiners after it, leavers before it).
+        #[arg(long, value_parser = parse_date)]
+        today: Option<Date>,
+        /// Folder to write persons.csv, contracts.csv and departments.csv to.
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write "a month later" (5% movers, 1% leavers, 1% joiners) to this folder.
+        #[arg(long)]
+        month_later: Option<PathBuf>,
+    },
+    /// Measure parsing and planning on synthetic data and print the figures.
+    Bench {
+        #[arg(long, default_value_t = 100_000)]
+        persons: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// How many times to repeat each measurement; the best and median are reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+}
+
+fn parse_date(s: &str) -> Result<Date, String> {
+    s.parse::<Date>()
+        .map_err(|e| format!("{s:?} is not a date (expected YYYY-MM-DD): {e}"))
+}
+
+/// Today's date: the one place the clock is read.
+#[allow(clippy::disallowed_methods)]
+pub fn today() -> Date {
+    chrono::Local::now().date_naive()
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KOPPEL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            anstream::eprintln!(
+                "{}error:{} {e:#}",
+                render::ERR.render(),
+                render::ERR.render_reset()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Plan {
+            common,
+            output,
+            summary,
+            write_state,
+            detailed_exitcode,
+        } => {
+            let loaded = run::load(&common)?;
+            let plan = loaded.plan();
+            render::plan(&loaded, &plan, output, summary)?;
+            if let Some(path) = write_state {
+                run::write_state(&loaded, &plan, &path)?;
+            }
+            Ok(if detailed_exitcode && !plan.is_empty() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Explain {
+            external_id,
+            common,
+            output,
+        } => {
+            let loaded = run::load(&common)?;
+            render::explain(&loaded, &external_id, output)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate { config } => run::validate(&config),
+        Command::Demo { output, full } => demo::run(output, full),
+        Command::Synth {
+            persons,
+            seed,
+            today: day,
+            out,
+            month_later,
+        } => {
+            let day = day.unwrap_or_else(today);
+            let opts = koppel_synth::Options::new(persons, seed, day);
+            let snapshot = koppel_synth::generate(&opts);
+            koppel_synth::write_csv(&snapshot, &out)
+                .with_context(|| format!("writing {}", out.display()))?;
+            if let Some(dir) = month_later {
+                let later = koppel_synth::month_later(
+                    &snapshot,
+                    &koppel_synth::Changes::default(),
+                    seed.wrapping_add(1),
+                    day + chrono::Days::new(30),
+                );
+                koppel_synth::write_csv(&later, &dir)
+                    .with_context(|| format!("writing {}", dir.display()))?;
+            }
+            println!("wrote {persons} persons to {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            persons,
+            seed,
+            runs,
+        } => bench::run(persons, seed, runs),
+    }
+}

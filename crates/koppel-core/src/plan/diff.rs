@@ -37,6 +37,10 @@ pub(crate) fn person_actions(
         }
         if !v.account {
             if let Some(k) = known {
+                // Later targets still read what this account holds while it winds down.
+                if ctx.reads_accounts.iter().any(|r| *r) {
+                    accounts.insert(target.name.clone(), known_data(target, k));
+                }
                 leave(
                     ctx,
                     ti,
@@ -46,6 +50,17 @@ pub(crate) fn person_actions(
                     &mut actions,
                 );
             }
+            continue;
+        }
+        // The grace after an end date keeps an account; it never makes a new one for
+        // someone who has already left.
+        if known.is_none()
+            && !v
+                .grounds
+                .contracts
+                .iter()
+                .any(|&c| person.contracts[c].end.is_none_or(|end| end >= ctx.now))
+        {
             continue;
         }
 
@@ -229,6 +244,26 @@ pub(crate) fn person_actions(
         }
     }
     (actions, diags)
+}
+
+/// What an existing account offers later targets as `accounts.<target>`: its stored
+/// attributes and generated values, as last written.
+fn known_data(
+    target: &crate::config::CompiledTarget,
+    k: &KnownAccount,
+) -> BTreeMap<String, AttrValue> {
+    let generated: BTreeSet<&str> = target.generated_fields().collect();
+    k.attributes
+        .iter()
+        .filter(|(name, _)| {
+            generated.contains(name.as_str())
+                || target
+                    .attributes
+                    .iter()
+                    .any(|a| a.store && &a.name == *name)
+        })
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect()
 }
 
 /// Enable or disable an existing, wanted account by the contract dates.

@@ -1,0 +1,297 @@
+//! `koppel bench`: parse and plan a synthetic population with 3 targets and 50 rules, against
+//! an empty and an up-to-date known state, and print the figures docs/benchmarks.md records.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use koppel_core::config::{self, CompiledConfig};
+use koppel_core::{KnownState, PlanInput, Snapshot};
+
+/// The benchmark configuration for a synthetic organisation: 3 targets, 50 rules, dynamic
+/// department and location groups, generators and cross-target account data.
+pub fn bench_config(snapshot: &Snapshot, data_dir: &str) -> String {
+    let mut depts: Vec<&str> = snapshot.departments.keys().map(String::as_str).collect();
+    depts.sort_unstable();
+    let titles: BTreeSet<&str> = snapshot
+        .persons
+        .iter()
+        .flat_map(|p| p.contracts.iter().map(|c| c.title.code.as_str()))
+        .filter(|t| !t.is_empty())
+        .collect();
+    let titles: Vec<&str> = titles.into_iter().collect();
+    let mut c = String::new();
+    let _ = write!(
+        c,
+        r#"version = 1
+
+[settings]
+required_fields = ["name.family"]
+
+[[sources]]
+kind = "csv"
+dir = "{data_dir}"
+
+[guards]
+removed = "10%"
+
+[[targets]]
+name = "ad"
+kind = "directory"
+correlation = "employee_id"
+lifecycle = {{ create_days_before = 14, disable_grace_days = 0, delete_after_days = 90 }}
+
+[targets.attributes]
+employee_id = "person.external_id"
+given_name = "person.name.nickname != '' ? person.name.nickname : person.name.given"
+family_name = "family_name(person)"
+display_name = "display_name(person)"
+initials = "initials(person)"
+title = "contract.title.name"
+department = "contract.department.name"
+office = "contract.location"
+manager = "contract.manager"
+cost_centre = "contract.cost_centre"
+phone = "person.phone"
+
+[targets.generators.username]
+candidates = [
+  "ascii(lower(compact(person.name.given.substring(0, 1) + person.name.family)))",
+  "ascii(lower(compact(person.name.given + person.name.family)))",
+]
+fields = {{ username = "value", upn = "value + '@koppeldam.nl'" }}
+release_retention_days = 365
+
+[targets.generators.mail]
+candidates = ["ascii(lower(compact(person.name.given) + '.' + compact(family_name(person))))"]
+fields = {{ mail = "value + '@koppeldam.nl'" }}
+regenerate = "on_change"
+release_retention_days = 365
+
+[[targets]]
+name = "plek"
+kind = "scim"
+correlation = "external_id"
+lifecycle = {{ create_days_before = 0, disable_grace_days = 7, delete_after_days = 30 }}
+
+[targets.attributes]
+external_id = "person.external_id"
+user_name = "accounts.ad.upn"
+email = "accounts.ad.mail"
+display_name = "display_name(person)"
+title = "contract.title.name"
+department = "contract.department.name"
+
+[[targets]]
+name = "apps"
+kind = "rest"
+correlation = "code"
+lifecycle = {{ create_days_before = 7 }}
+
+[targets.attributes]
+code = "person.external_id"
+login = "accounts.ad.username"
+name = "display_name(person)"
+location = "contract.location"
+fte = "string(contract.fte)"
+
+[[rules]]
+id = "staff"
+description = "Everyone with a contract gets an account and their department and location groups"
+accounts = ["ad"]
+permissions = [
+  {{ target = "ad", group = "all-staff" }},
+  {{ target = "ad", dynamic = "'dept-' + lower(contract.department.code)" }},
+  {{ target = "ad", dynamic = "'loc-' + lower(ascii(compact(contract.location)))" }},
+]
+
+[[rules]]
+id = "plek"
+description = "Employees, not externals, on the intranet"
+contract_condition = "contract.employment_type != 'Extern'"
+accounts = ["plek"]
+permissions = [{{ target = "plek", dynamic = "'plek-' + lower(contract.department.code)" }}]
+
+[[rules]]
+id = "apps"
+condition = "person.email != '' || person.phone != ''"
+contract_condition = "contract.fte >= 0.5"
+accounts = ["apps"]
+"#
+    );
+    // 47 more rules: department subtrees, titles, hours, to reach 50.
+    let mut n = 3;
+    for d in depts.iter().take(30) {
+        let _ = write!(
+            c,
+            "\n[[rules]]\nid = \"dept-{d}\"\ncondition = \"in_department_tree('{d}')\"\npermissions = [{{ target = \"ad\", group = \"tree-{d}\" }}]\n"
+        );
+        n += 1;
+    }
+    for t in titles.iter().take(50 - n - 2) {
+        let _ = write!(
+            c,
+            "\n[[rules]]\nid = \"title-{t}\"\ncontract_condition = \"contract.title.code == '{t}'\"\npermissions = [{{ target = \"apps\", group = \"role-{t}\" }}]\n"
+        );
+    }
+    let _ = write!(
+        c,
+        "\n[[rules]]\nid = \"part-time\"\ncontract_condition = \"contract.hours_per_week < 24.0\"\npermissions = [{{ target = \"ad\", group = \"part-time\" }}]\n\
+         \n[[rules]]\nid = \"new-starters\"\ncontract_condition = \"days_since(contract.start) < 90\"\npermissions = [{{ target = \"plek\", group = \"onboarding\" }}]\n"
+    );
+    c
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+struct Run {
+    parse: Duration,
+    plan_empty: Duration,
+    plan_uptodate: Duration,
+    actions: usize,
+    uptodate_actions: usize,
+}
+
+pub fn run(persons: usize, seed: u64, runs: usize) -> anyhow::Result<ExitCode> {
+    let today = koppel_core::Date::from_ymd_opt(2026, 11, 23).context("a valid date")?;
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("hr");
+    let t = Instant::now();
+    let snapshot = koppel_synth::generate(&koppel_synth::Options::new(persons, seed, today));
+    koppel_synth::write_csv(&snapshot, &data)?;
+    let contracts: usize = snapshot.persons.iter().map(|p| p.contracts.len()).sum();
+    eprintln!(
+        "generated {persons} persons, {contracts} contracts, {} departments in {:.2}s",
+        snapshot.departments.len(),
+        secs(t.elapsed())
+    );
+    let text = bench_config(&snapshot, &data.display().to_string());
+    drop(snapshot);
+    let config: CompiledConfig = config::load(&text, "bench.toml").map_err(|errs| {
+        anyhow::anyhow!(
+            errs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })?;
+    let source = config
+        .sources
+        .first()
+        .context("bench config has a source")?
+        .clone();
+
+    let mut results = Vec::new();
+    for i in 0..runs.max(1) {
+        let t = Instant::now();
+        let fetched = koppel_connectors::source::load(&source, dir.path())?;
+        let parse = t.elapsed();
+        let empty = KnownState::default();
+        let t = Instant::now();
+        let plan = koppel_core::plan(&PlanInput {
+            config: &config,
+            snapshot: &fetched.snapshot,
+            previous: None,
+            known: &empty,
+            now: today,
+        });
+        let plan_empty = t.elapsed();
+        let mut known = KnownState::default();
+        for a in &plan.actions {
+            known.record(a, today);
+        }
+        let t = Instant::now();
+        let again = koppel_core::plan(&PlanInput {
+            config: &config,
+            snapshot: &fetched.snapshot,
+            previous: Some(&fetched.snapshot),
+            known: &known,
+            now: today,
+        });
+        let plan_uptodate = t.elapsed();
+        if i == 0 && !again.is_empty() {
+            eprintln!("warning: the second plan is not empty; first actions:");
+            for a in again.actions.iter().take(5) {
+                eprintln!("  {}", serde_json::to_string(a)?);
+            }
+        }
+        if i == 0 {
+            let errors = plan
+                .diagnostics
+                .iter()
+                .filter(|d| d.severity == koppel_core::Severity::Error)
+                .count();
+            eprintln!(
+                "plan: {} actions, {} diagnostics ({errors} errors), {} blocked",
+                plan.actions.len(),
+                plan.diagnostics.len(),
+                plan.blocked.len()
+            );
+        }
+        results.push(Run {
+            parse,
+            plan_empty,
+            plan_uptodate,
+            actions: plan.actions.len(),
+            uptodate_actions: again.actions.len(),
+        });
+    }
+    let median = |f: &dyn Fn(&Run) -> Duration| {
+        let mut v: Vec<Duration> = results.iter().map(f).collect();
+        v.sort();
+        v[v.len() / 2]
+    };
+    let parse = median(&|r| r.parse);
+    let empty = median(&|r| r.plan_empty);
+    let upto = median(&|r| r.plan_uptodate);
+    let rate = |d: Duration| persons as f64 / secs(d).max(1e-9);
+    println!(
+        "koppel bench: {persons} persons, {contracts} contracts, 3 targets, {} rules, {} runs (median)",
+        config.rules.len(),
+        results.len()
+    );
+    println!(
+        "  parse CSV                      {:>8.3} s  {:>12.0} persons/s",
+        secs(parse),
+        rate(parse)
+    );
+    println!(
+        "  plan, empty known state        {:>8.3} s  {:>12.0} persons/s  ({} actions)",
+        secs(empty),
+        rate(empty),
+        results[0].actions
+    );
+    println!(
+        "  parse + plan (empty)           {:>8.3} s",
+        secs(parse + empty)
+    );
+    println!(
+        "  plan, up-to-date known state   {:>8.3} s  {:>12.0} persons/s  ({} actions)",
+        secs(upto),
+        rate(upto),
+        results[0].uptodate_actions
+    );
+    println!(
+        "  parse + plan (up to date)      {:>8.3} s",
+        secs(parse + upto)
+    );
+    if let Some(mb) = peak_rss_mb() {
+        println!("  peak memory (VmHWM)            {mb:>8.0} MB");
+    }
+    println!(
+        "  threads                        {:>8}",
+        rayon::current_num_threads()
+    );
+    Ok(ExitCode::SUCCESS)
+}
