@@ -25,7 +25,7 @@ use csv::ByteRecord;
 use koppel_core::config::{CsvSourceConfig, DepartmentColumns};
 use koppel_core::{Contract, Date, Department, NamingConvention, Person, Title};
 
-use super::link::{self, PendingContract};
+use super::link::{self, PendingContract, PersonIds};
 use super::{
     Errors, bool_message, convention_message, date_message, decimal_message, display_path,
     integer_message, parse_bool, parse_date, parse_decimal, read_file,
@@ -69,10 +69,10 @@ pub fn load_csv(cfg: &CsvSourceConfig, base_dir: &Path) -> Result<Fetched, Sourc
     let (departments, persons, contracts) = std::thread::scope(|s| {
         let contracts = s.spawn(|| {
             let mut errors = Errors::default();
-            let list = read_contracts(&contracts_file, &contracts_bytes, cfg, &mut errors)?;
+            let (list, ids) = read_contracts(&contracts_file, &contracts_bytes, cfg, &mut errors)?;
             let linked = errors
                 .is_empty()
-                .then(|| link::contracts(contracts_display, list));
+                .then(|| link::contracts(contracts_display, list, ids));
             Ok::<_, SourceError>((linked, errors))
         });
         let mut errors = Errors::default();
@@ -299,15 +299,17 @@ impl<'r> Row<'r, '_, '_> {
         self.str(col).to_owned()
     }
 
-    fn key(&mut self, col: usize, what: &str) -> String {
-        match self.try_str(col) {
-            Some("") => {
-                self.fail(col, format!("is empty; every {what} needs one"));
-                String::new()
-            }
-            Some(s) => s.to_owned(),
-            None => String::new(),
+    /// A cell that must not be empty: an id.
+    fn key_str(&mut self, col: usize, what: &str) -> &'r str {
+        let s = self.try_str(col);
+        if s == Some("") {
+            self.fail(col, format!("is empty; every {what} needs one"));
         }
+        s.unwrap_or_default()
+    }
+
+    fn key(&mut self, col: usize, what: &str) -> String {
+        self.key_str(col, what).to_owned()
     }
 
     fn date(&mut self, col: Option<usize>) -> Option<Date> {
@@ -468,7 +470,7 @@ fn read_contracts(
     bytes: &[u8],
     cfg: &CsvSourceConfig,
     errors: &mut Errors,
-) -> Result<Vec<PendingContract>, SourceError> {
+) -> Result<(Vec<PendingContract>, PersonIds), SourceError> {
     let c = &cfg.columns.contracts;
     let mut rdr = reader(file, bytes)?;
     let h = Header::read(file, &mut rdr)?;
@@ -487,10 +489,12 @@ fn read_contracts(
     let hours = h.find(&c.hours_per_week);
     let sequence = h.find(&c.sequence);
 
-    let mut out = Vec::with_capacity(rows_hint(bytes));
+    let rows = rows_hint(bytes);
+    let mut out = Vec::with_capacity(rows);
+    let mut ids = PersonIds::with_capacity(rows * 8);
     for_each_row(&mut rdr, &h, errors, |row| {
         let contract_id = row.key(id, "contract");
-        let person = row.key(person, "contract");
+        let person = row.key_str(person, "contract");
         let start = row.required_date(start);
         let end = row.date(end);
         let contract = Contract {
@@ -513,13 +517,13 @@ fn read_contracts(
         };
         if !row.bad && start.is_some() {
             out.push(PendingContract {
-                person,
+                person: ids.push(person),
                 contract,
                 line: row.line,
             });
         }
     });
-    Ok(out)
+    Ok((out, ids))
 }
 
 fn read_departments(

@@ -119,22 +119,49 @@ fn report_duplicates(
 
 /// A contract read apart from its person (CSV), or taken from a person record (JSON).
 pub(crate) struct PendingContract {
-    pub person: String,
+    /// The person's external id, as a span of [`PersonIds`]: one string for all contracts
+    /// instead of one allocation each.
+    pub person: (usize, usize),
     pub contract: Contract,
     /// Where the contract starts in its file.
     pub line: u64,
+}
+
+/// The external ids that pending contracts refer to, one after another.
+#[derive(Default)]
+pub(crate) struct PersonIds(String);
+
+impl PersonIds {
+    pub(crate) fn with_capacity(bytes: usize) -> Self {
+        Self(String::with_capacity(bytes))
+    }
+
+    pub(crate) fn push(&mut self, id: &str) -> (usize, usize) {
+        let start = self.0.len();
+        self.0.push_str(id);
+        (start, self.0.len())
+    }
+
+    fn get(&self, span: (usize, usize)) -> &str {
+        self.0.get(span.0..span.1).unwrap_or_default()
+    }
 }
 
 /// Contracts not yet attached, with which of them are first occurrences of their id.
 pub(crate) struct Contracts {
     pub file: String,
     pub contracts: Vec<PendingContract>,
+    pub person_ids: PersonIds,
     pub first: Vec<bool>,
 }
 
 /// Marks duplicate contract ids. Borrowing the ids keeps this allocation-light, and running
 /// it right after parsing finds the ids still in the cache.
-pub(crate) fn contracts(file: String, contracts: Vec<PendingContract>) -> Contracts {
+pub(crate) fn contracts(
+    file: String,
+    contracts: Vec<PendingContract>,
+    person_ids: PersonIds,
+) -> Contracts {
     let mut seen: HashSet<&str> = HashSet::with_capacity(contracts.len());
     let first = contracts
         .iter()
@@ -143,6 +170,7 @@ pub(crate) fn contracts(file: String, contracts: Vec<PendingContract>) -> Contra
     Contracts {
         file,
         contracts,
+        person_ids,
         first,
     }
 }
@@ -151,16 +179,17 @@ pub(crate) fn contracts(file: String, contracts: Vec<PendingContract>) -> Contra
 /// same checks as contracts from a file of their own. Each gets its person's line.
 pub(crate) fn nested_contracts(persons: &mut Persons) -> Contracts {
     let mut pending = Vec::new();
+    let mut ids = PersonIds::default();
     for (person, line) in persons.persons.iter_mut().zip(&persons.lines) {
         for contract in std::mem::take(&mut person.contracts) {
             pending.push(PendingContract {
-                person: person.external_id.clone(),
+                person: ids.push(&person.external_id),
                 contract,
                 line: *line,
             });
         }
     }
-    contracts(persons.file.clone(), pending)
+    contracts(persons.file.clone(), pending, ids)
 }
 
 /// The department list, when the source has one.
@@ -250,6 +279,7 @@ pub(crate) fn assemble(
     let mut last = None;
     for (p, first) in contracts.contracts.iter().zip(&contracts.first) {
         let c = &p.contract;
+        let person = contracts.person_ids.get(p.person);
         if !first {
             diagnostics.push(
                 Diagnostic::error(
@@ -257,22 +287,22 @@ pub(crate) fn assemble(
                     format!("contract \"{}\" is listed again; this one is ignored", c.id),
                 )
                 .at(at(file, p.line))
-                .for_person(p.person.clone()),
+                .for_person(person),
             );
             slots.push(None);
             continue;
         }
-        let Some(slot) = find_person(&persons, &p.person, last) else {
+        let Some(slot) = find_person(&persons, person, last) else {
             diagnostics.push(
                 Diagnostic::error(
                     "contract_unknown_person",
                     format!(
                         "contract \"{}\" belongs to person \"{}\", who is not in the persons list; the contract is ignored",
-                        c.id, p.person
+                        c.id, person
                     ),
                 )
                 .at(at(file, p.line))
-                .for_person(p.person.clone()),
+                .for_person(person),
             );
             slots.push(None);
             continue;
@@ -290,7 +320,7 @@ pub(crate) fn assemble(
                     ),
                 )
                 .at(at(file, p.line))
-                .for_person(p.person.clone()),
+                .for_person(person),
             );
         }
         if given && !c.department.is_empty() && !departments.contains_key(&c.department) {
@@ -303,7 +333,7 @@ pub(crate) fn assemble(
                     ),
                 )
                 .at(at(file, p.line))
-                .for_person(p.person.clone()),
+                .for_person(person),
             );
         }
         counts[slot] += 1;
