@@ -10,6 +10,7 @@ pub mod names;
 pub mod org;
 pub mod plan;
 pub mod state;
+pub mod threshold;
 pub mod value;
 
 pub use diag::{Diagnostic, Location, Severity};

@@ -882,3 +882,47 @@ fn grace_keeps_an_account_but_never_creates_one_for_a_leaver() {
     assert!(kinds(&p, "plek", "1").is_empty(), "{:?}", p.actions);
     assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
 }
+
+#[test]
+fn thresholds_name_the_kind_and_target_over_the_limit() {
+    let text = CONFIG.replace(
+        "lifecycle = { create_days_before = 14, disable_grace_days = 0, delete_after_days = 30 }",
+        "lifecycle = { create_days_before = 14, disable_grace_days = 0, delete_after_days = 30 }\nthresholds = { disable = \"25%\", revoke = 100 }",
+    );
+    let cfg = config::load(&text, "t.toml")
+        .map_err(|e| e[0].to_string())
+        .unwrap();
+    let all: Vec<Person> = (0..8)
+        .map(|i| {
+            person(
+                &format!("p{i}"),
+                "A",
+                "",
+                &format!("B{i}"),
+                vec![contract(
+                    &format!("c{i}"),
+                    "2025-01-01",
+                    Some("2026-03-31"),
+                    "HR",
+                )],
+            )
+        })
+        .collect();
+    let s = snapshot(all);
+    let mut known = KnownState::default();
+    step(&cfg, &s, None, &mut known, "2026-01-01");
+    let p = run(&cfg, &s, None, &known, "2026-04-01");
+    let b = koppel_core::threshold::check(&cfg, &p, &known);
+    assert_eq!(b.len(), 1, "{b:?}");
+    assert_eq!(
+        (
+            b[0].target.as_str(),
+            b[0].kind,
+            b[0].count,
+            b[0].managed,
+            b[0].allowed
+        ),
+        ("ad", ActionKind::Disable, 8, 8, 2)
+    );
+    assert!(b[0].to_string().contains("8 disable actions"));
+}

@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use super::{
     AttributeConfig, CONFIG_VERSION, ConfigFile, GeneratorConfig, Guards, Lifecycle, RuleConfig,
-    SourceConfig, TargetConfig, TargetKind,
+    SourceConfig, StoreConfig, TargetConfig, TargetKind, Thresholds,
 };
 use crate::expr::{CompileError, Expr, ExprEngine};
 use crate::org::PrimaryOrdering;
@@ -80,6 +80,7 @@ pub struct CompiledTarget {
     pub description: String,
     pub correlation: Option<String>,
     pub lifecycle: Lifecycle,
+    pub thresholds: Thresholds,
     /// In name order.
     pub attributes: Vec<AttributeDef>,
     pub generators: Vec<CompiledGenerator>,
@@ -187,6 +188,7 @@ pub struct CompiledConfig {
     pub primary: PrimaryOrdering,
     pub sources: Vec<SourceConfig>,
     pub guards: Guards,
+    pub store: StoreConfig,
     pub targets: Vec<CompiledTarget>,
     pub rules: Vec<CompiledRule>,
 }
@@ -453,6 +455,7 @@ pub fn load(text: &str, file: &str) -> Result<CompiledConfig, Vec<ConfigError>> 
         primary,
         sources: raw.sources,
         guards: raw.guards,
+        store: raw.store,
         targets,
         rules,
     })
@@ -540,6 +543,7 @@ fn compile_target(ck: &mut Checker<'_>, t: &Spanned<TargetConfig>) -> Option<Com
         description: t.description.clone(),
         correlation,
         lifecycle: t.lifecycle,
+        thresholds: t.thresholds,
         attributes,
         generators,
         connection: t.connection.clone(),

@@ -32,6 +32,8 @@ pub struct ConfigFile {
     #[serde(default)]
     pub guards: Guards,
     #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
     pub targets: Vec<Spanned<TargetConfig>>,
     #[serde(default)]
     pub rules: Vec<Spanned<RuleConfig>>,
@@ -147,6 +149,9 @@ pub struct TargetConfig {
     pub correlation: Option<Spanned<String>>,
     #[serde(default)]
     pub lifecycle: Lifecycle,
+    /// Limits per run on actions of one kind; past one, those actions are held for approval.
+    #[serde(default)]
+    pub thresholds: Thresholds,
     /// Account attributes: a CEL expression, or a table with options.
     #[serde(default)]
     pub attributes: BTreeMap<String, Spanned<AttributeConfig>>,
@@ -156,6 +161,25 @@ pub struct TargetConfig {
     /// Connector settings (server, credentials by reference …), checked by the connector.
     #[serde(default)]
     pub connection: Option<toml::Table>,
+}
+
+/// Per target limits on how many actions of a kind one run may carry out, counted against
+/// the accounts koppel manages in the target (absolute, or a percentage of them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Thresholds {
+    pub disable: Option<Limit>,
+    pub delete: Option<Limit>,
+    pub revoke: Option<Limit>,
+    pub update: Option<Limit>,
+}
+
+/// Where koppel keeps its state.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The SQLite file, relative to the config file; `koppel.db` by default.
+    pub path: Option<std::path::PathBuf>,
 }
 
 /// Per target account lifecycle, in days.
