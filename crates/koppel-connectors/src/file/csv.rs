@@ -64,17 +64,21 @@ pub fn load_csv(cfg: &CsvSourceConfig, base_dir: &Path) -> Result<Fetched, Sourc
 
     // Persons and contracts are independent until they are attached: parse and check each
     // on its own thread. A file with bad rows is not linked; the load fails anyway.
-    let contracts_display = contracts_file.display.clone();
+    let contracts_display = &contracts_file.display;
     let persons_display = persons_file.display.clone();
+    let contracts_part = || {
+        let mut errors = Errors::default();
+        let (list, ids) = read_contracts(&contracts_file, &contracts_bytes, cfg, &mut errors)?;
+        let linked = errors
+            .is_empty()
+            .then(|| link::contracts(contracts_display.clone(), list, ids));
+        Ok::<_, SourceError>((linked, errors))
+    };
     let (departments, persons, contracts) = std::thread::scope(|s| {
-        let contracts = s.spawn(|| {
-            let mut errors = Errors::default();
-            let (list, ids) = read_contracts(&contracts_file, &contracts_bytes, cfg, &mut errors)?;
-            let linked = errors
-                .is_empty()
-                .then(|| link::contracts(contracts_display, list, ids));
-            Ok::<_, SourceError>((linked, errors))
-        });
+        // Without a second thread (the OS may refuse one) the contracts are read afterwards.
+        let spawned = std::thread::Builder::new()
+            .spawn_scoped(s, contracts_part)
+            .ok();
         let mut errors = Errors::default();
         let departments = match (&departments_file, &departments_bytes) {
             (Some(f), Some(bytes)) => {
@@ -84,19 +88,18 @@ pub fn load_csv(cfg: &CsvSourceConfig, base_dir: &Path) -> Result<Fetched, Sourc
             }
             _ => None,
         };
-        let persons = (|| {
-            let before = errors.len();
-            let (list, lines) = read_persons(&persons_file, &persons_bytes, cfg, &mut errors)?;
-            Ok::<_, SourceError>(
-                (errors.len() == before).then(|| link::persons(persons_display, list, lines)),
-            )
-        })();
-        let contracts = contracts
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        Ok::<_, SourceError>((departments, persons.map(|p| (p, errors)), contracts))
+        let before = errors.len();
+        let (list, lines) = read_persons(&persons_file, &persons_bytes, cfg, &mut errors)?;
+        let persons = (errors.len() == before).then(|| link::persons(persons_display, list, lines));
+        let contracts = match spawned {
+            Some(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            None => contracts_part(),
+        };
+        Ok::<_, SourceError>((departments, (persons, errors), contracts))
     })?;
-    let (persons, mut errors) = persons?;
+    let (persons, mut errors) = persons;
     let (contracts, contract_errors) = contracts?;
     errors.extend(contract_errors);
     match (persons, contracts) {

@@ -52,11 +52,22 @@ pub(crate) fn persons(file: String, mut persons: Vec<Person>, mut lines: Vec<u64
         }
     }
     if !sorted {
-        let mut order: Vec<usize> = (0..persons.len()).collect();
-        order.sort_by(|&a, &b| persons[a].external_id.cmp(&persons[b].external_id));
+        // Sort compact keys, not the persons: comparing prefixes stays in the cache, and the
+        // strings are only read when two ids share their first 16 bytes. The index breaks
+        // ties, so the sort is stable.
+        let mut order: Vec<(u128, usize)> = persons
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (prefix(&p.external_id), i))
+            .collect();
+        order.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| persons[a.1].external_id.cmp(&persons[b.1].external_id))
+                .then(a.1.cmp(&b.1))
+        });
         let mut taken: Vec<Option<Person>> = persons.into_iter().map(Some).collect();
-        persons = order.iter().filter_map(|&i| taken[i].take()).collect();
-        lines = order.iter().map(|&i| lines[i]).collect();
+        persons = order.iter().filter_map(|&(_, i)| taken[i].take()).collect();
+        lines = order.iter().map(|&(_, i)| lines[i]).collect();
     }
     if !sorted || any_duplicate {
         let duplicate: Vec<bool> = std::iter::once(false)
@@ -241,21 +252,57 @@ pub(crate) fn departments(file: &str, list: Vec<Department>, lines: &[u64]) -> D
     }
 }
 
-/// The index of a person in `persons` (sorted by external id). Contract files are usually
-/// grouped by person in the persons file's order, so the person of the previous contract and
-/// the next one are tried first: a binary search over a large vector misses the cache at
-/// every step, this mostly does not.
-fn find_person(persons: &[Person], id: &str, last: Option<usize>) -> Option<usize> {
-    if let Some(last) = last {
-        for slot in [last, last + 1] {
-            if persons.get(slot).is_some_and(|p| p.external_id == id) {
-                return Some(slot);
+/// The first 16 bytes of an id as a number, zero-padded. Its order agrees with the order of
+/// the strings wherever the prefixes differ, so most comparisons need not read the string.
+fn prefix(id: &str) -> u128 {
+    let mut buf = [0u8; 16];
+    let bytes = id.as_bytes();
+    let n = bytes.len().min(16);
+    buf[..n].copy_from_slice(&bytes[..n]);
+    u128::from_be_bytes(buf)
+}
+
+/// Finds persons (sorted by external id) by id. A binary search over the persons themselves
+/// would miss the cache at every step; this searches a compact array of prefixes, and tries
+/// the person of the previous contract and the next one first, because contract files are
+/// usually grouped by person in the persons file's order.
+struct PersonIndex<'p> {
+    persons: &'p [Person],
+    prefixes: Vec<u128>,
+}
+
+impl<'p> PersonIndex<'p> {
+    fn new(persons: &'p [Person]) -> Self {
+        let prefixes = persons.iter().map(|p| prefix(&p.external_id)).collect();
+        Self { persons, prefixes }
+    }
+
+    fn find(&self, id: &str, last: Option<usize>) -> Option<usize> {
+        let key = prefix(id);
+        let is = |slot: usize| {
+            self.prefixes.get(slot) == Some(&key)
+                && self.persons.get(slot).is_some_and(|p| p.external_id == id)
+        };
+        if let Some(last) = last {
+            if is(last) {
+                return Some(last);
+            }
+            if is(last + 1) {
+                return Some(last + 1);
             }
         }
+        let lo = self.prefixes.partition_point(|p| *p < key);
+        if self.prefixes.get(lo + 1) != Some(&key) {
+            // The usual case: at most one id with this prefix.
+            return is(lo).then_some(lo);
+        }
+        let len = self.prefixes.get(lo..)?.partition_point(|p| *p == key);
+        self.persons
+            .get(lo..lo + len)?
+            .binary_search_by(|p| p.external_id.as_str().cmp(id))
+            .ok()
+            .map(|i| lo + i)
     }
-    persons
-        .binary_search_by(|p| p.external_id.as_str().cmp(id))
-        .ok()
 }
 
 /// Attaches the contracts to their persons and builds the normalized snapshot. Diagnostics
@@ -274,6 +321,7 @@ pub(crate) fn assemble(
     let file = &contracts.file;
 
     // First pass: decide where each contract goes, count per person, report problems.
+    let index = PersonIndex::new(&persons);
     let mut slots: Vec<Option<usize>> = Vec::with_capacity(contracts.contracts.len());
     let mut counts = vec![0usize; persons.len()];
     let mut last = None;
@@ -292,7 +340,7 @@ pub(crate) fn assemble(
             slots.push(None);
             continue;
         }
-        let Some(slot) = find_person(&persons, person, last) else {
+        let Some(slot) = index.find(person, last) else {
             diagnostics.push(
                 Diagnostic::error(
                     "contract_unknown_person",
@@ -340,6 +388,8 @@ pub(crate) fn assemble(
         slots.push(Some(slot));
     }
 
+    drop(index);
+
     // Second pass: move the contracts in, each person's list allocated once.
     for (person, count) in persons.iter_mut().zip(counts) {
         person.contracts.reserve_exact(count);
@@ -364,6 +414,24 @@ pub(crate) fn assemble(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_person_index_finds_ids_sharing_long_prefixes() {
+        let mut ids: Vec<String> = (0..50)
+            .map(|i| format!("EMPLOYEE-NUMBER-{i:04}"))
+            .chain(["", "a", "a\u{0}", "EMPLOYEE-NUMBER-"].map(String::from))
+            .collect();
+        ids.sort();
+        let persons: Vec<Person> = ids.iter().map(|id| person(id, "")).collect();
+        let index = PersonIndex::new(&persons);
+        for (slot, id) in ids.iter().enumerate() {
+            assert_eq!(index.find(id, None), Some(slot), "{id:?}");
+            assert_eq!(index.find(id, Some(slot.saturating_sub(1))), Some(slot));
+            assert_eq!(index.find(id, Some(ids.len() + 5)), Some(slot));
+        }
+        assert_eq!(index.find("EMPLOYEE-NUMBER-9999", None), None);
+        assert_eq!(index.find("b", Some(0)), None);
+    }
 
     fn person(id: &str, given: &str) -> Person {
         let mut p = Person {
