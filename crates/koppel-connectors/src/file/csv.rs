@@ -180,28 +180,54 @@ impl<'f> Header<'f> {
     }
 }
 
-fn reader<'b>(file: &CsvFile, bytes: &'b [u8]) -> Result<csv::Reader<&'b [u8]>, SourceError> {
+/// A CSV reader over a file's text (without its byte order mark).
+struct Csv<'b> {
+    rdr: csv::Reader<&'b [u8]>,
+    body: &'b [u8],
+}
+
+fn reader<'b>(file: &CsvFile, bytes: &'b [u8]) -> Result<Csv<'b>, SourceError> {
     let body = super::strip_bom(&file.display, bytes)?;
     // Flexible: a row with the wrong number of fields becomes our own row error (with its
     // line) instead of a reader error, and reading goes on to find the other bad rows.
-    Ok(csv::ReaderBuilder::new()
+    let rdr = csv::ReaderBuilder::new()
         .delimiter(file.delimiter)
         .has_headers(true)
         .flexible(true)
-        .from_reader(body))
+        .from_reader(body);
+    Ok(Csv { rdr, body })
+}
+
+/// The physical line a record starts on. The csv crate places a record after the previous
+/// record's `\r` or before skipped blank lines, which makes its line number too small for
+/// Windows line endings and after blank lines: step over those line ends here.
+fn record_line(body: &[u8], record: &ByteRecord) -> u64 {
+    let Some(pos) = record.position() else {
+        return 0;
+    };
+    let mut line = pos.line();
+    let start = usize::try_from(pos.byte()).unwrap_or(usize::MAX);
+    for &b in body.get(start..).unwrap_or_default() {
+        match b {
+            b'\n' => line += 1,
+            b'\r' => {}
+            _ => break,
+        }
+    }
+    line
 }
 
 /// Walks the data rows of a file, calling `each` for every row that has the header's
 /// number of fields and is not blank; other rows become errors.
 fn for_each_row<'h>(
-    rdr: &mut csv::Reader<&[u8]>,
+    input: &mut Csv<'_>,
     header: &'h Header<'_>,
     errors: &mut Errors,
     mut each: impl FnMut(&mut Row<'_, 'h, '_>),
 ) {
     let mut record = ByteRecord::new();
     loop {
-        match rdr.read_byte_record(&mut record) {
+        match input.rdr.read_byte_record(&mut record) {
             Ok(true) => {}
             Ok(false) => break,
             Err(e) => {
@@ -217,7 +243,7 @@ fn for_each_row<'h>(
                 break;
             }
         }
-        let line = record.position().map_or(0, |p| p.line());
+        let line = record_line(input.body, &record);
         if record.iter().all(|f| f.trim_ascii().is_empty()) {
             continue;
         }
@@ -403,8 +429,8 @@ fn read_persons(
     errors: &mut Errors,
 ) -> Result<(Vec<Person>, Vec<u64>), SourceError> {
     let c = &cfg.columns.persons;
-    let mut rdr = reader(file, bytes)?;
-    let h = Header::read(file, &mut rdr)?;
+    let mut input = reader(file, bytes)?;
+    let h = Header::read(file, &mut input.rdr)?;
     let external_id = h.require(&c.external_id, "persons.external_id")?;
     let rows = rows_hint(bytes);
     let given = h.find(&c.given_name);
@@ -439,7 +465,7 @@ fn read_persons(
 
     let mut out = Vec::with_capacity(rows);
     let mut lines = Vec::with_capacity(rows);
-    for_each_row(&mut rdr, &h, errors, |row| {
+    for_each_row(&mut input, &h, errors, |row| {
         let mut person = Person {
             external_id: row.key(external_id, "person"),
             ..Person::default()
@@ -475,8 +501,8 @@ fn read_contracts(
     errors: &mut Errors,
 ) -> Result<(Vec<PendingContract>, PersonIds), SourceError> {
     let c = &cfg.columns.contracts;
-    let mut rdr = reader(file, bytes)?;
-    let h = Header::read(file, &mut rdr)?;
+    let mut input = reader(file, bytes)?;
+    let h = Header::read(file, &mut input.rdr)?;
     let id = h.require(&c.contract_id, "contracts.contract_id")?;
     let person = h.require(&c.external_id, "contracts.external_id")?;
     let start = h.require(&c.start_date, "contracts.start_date")?;
@@ -495,7 +521,7 @@ fn read_contracts(
     let rows = rows_hint(bytes);
     let mut out = Vec::with_capacity(rows);
     let mut ids = PersonIds::with_capacity(rows * 8);
-    for_each_row(&mut rdr, &h, errors, |row| {
+    for_each_row(&mut input, &h, errors, |row| {
         let contract_id = row.key(id, "contract");
         let person = row.key_str(person, "contract");
         let start = row.required_date(start);
@@ -535,8 +561,8 @@ fn read_departments(
     c: &DepartmentColumns,
     errors: &mut Errors,
 ) -> Result<(Vec<Department>, Vec<u64>), SourceError> {
-    let mut rdr = reader(file, bytes)?;
-    let h = Header::read(file, &mut rdr)?;
+    let mut input = reader(file, bytes)?;
+    let h = Header::read(file, &mut input.rdr)?;
     let code = h.require(&c.code, "departments.code")?;
     let name = h.find(&c.name);
     let parent = h.find(&c.parent_code);
@@ -544,7 +570,7 @@ fn read_departments(
 
     let mut out = Vec::new();
     let mut lines = Vec::new();
-    for_each_row(&mut rdr, &h, errors, |row| {
+    for_each_row(&mut input, &h, errors, |row| {
         let dept = Department {
             code: row.key(code, "department"),
             name: row.string(name),

@@ -12,7 +12,7 @@
 //!   errors, so typos do not pass silently). Departments: an array of `model::Department`.
 //! * `helloid` shape: HelloID's person model (`ExternalId`, `Name.GivenName`,
 //!   `Contact.Business.Email`, `Contracts[].Department.ExternalId`, ...), lenient about nulls,
-//!   numbers given as text and datetimes for dates. See [`helloid_person`] for the mapping.
+//!   numbers given as text and datetimes for dates. See `helloid_person` for the mapping.
 //!   Departments: an array of `{ExternalId, DisplayName, ParentExternalId, ManagerExternalId}`.
 //! * Linking problems are diagnostics, as for CSV; see the `link` module.
 

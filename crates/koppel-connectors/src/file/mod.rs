@@ -12,8 +12,10 @@ use koppel_core::config::SourceConfig;
 
 use crate::source::{Fetched, RowError, Source, SourceError};
 
-/// A [`Source`] reading HR export files. `fetch` reads the files synchronously: the loader
-/// is fast (well under a second for 100,000 persons), so it does not need a blocking pool.
+/// A [`Source`] reading HR export files. `fetch` does the work synchronously, on the
+/// calling thread (and one helper thread for CSV): a large export takes a few hundred
+/// milliseconds, so a server that must stay responsive meanwhile runs it with its runtime's
+/// `spawn_blocking`.
 #[derive(Debug, Clone)]
 pub struct FileSource {
     name: String,

@@ -555,3 +555,49 @@ fn the_source_trait_fetches_what_load_loads() {
     let fetched = block_on(source.fetch()).unwrap();
     assert_eq!(fetched, fx.load_csv().unwrap());
 }
+
+#[test]
+fn windows_line_endings_and_tabs_work_and_keep_line_numbers() {
+    let fx = Fixture::new();
+    fx.write(
+        "persons.csv",
+        "external_id\tgiven_name\r\n1\tAnne\r\n2\t\"Piet\r\nJan\"\r\n3\tKees\r\n",
+    );
+    fx.write(
+        "contracts.csv",
+        "contract_id\texternal_id\tstart_date\r\nc1\t3\t2026-01-01\r\nc2\t4\t2026-01-01\r\n",
+    );
+    let f = fx
+        .load(json!({"kind": "csv", "dir": "hr", "delimiter": "\t", "departments_file": ""}))
+        .unwrap();
+    assert_eq!(f.snapshot.person("2").unwrap().name.given, "Piet\r\nJan");
+    assert_eq!(f.snapshot.person("3").unwrap().contracts.len(), 1);
+    assert_eq!(f.diagnostics.len(), 1);
+    assert_eq!(f.diagnostics[0].location.as_ref().unwrap().line, Some(3));
+
+    fx.write(
+        "persons.csv",
+        "external_id\tnaming_convention\r\n1\tB\r\n2\tXY\r\n",
+    );
+    let e = fx
+        .load(json!({"kind": "csv", "dir": "hr", "delimiter": "\t", "departments_file": ""}))
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("hr/persons.csv:3: column \"naming_convention\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn blank_lines_count_as_lines() {
+    let fx = standard();
+    fx.write(
+        "persons.csv",
+        "external_id,naming_convention\n\n1,B\n\n\n2,ZZ\n",
+    );
+    assert_eq!(
+        err(fx.load_csv()),
+        "hr/persons.csv:6: column \"naming_convention\": \"ZZ\" is not a naming convention (expected B, P, BP or PB)"
+    );
+}
