@@ -30,6 +30,8 @@ pub(crate) struct Persons {
     pub file: String,
     pub persons: Vec<Person>,
     pub lines: Vec<u64>,
+    /// `prefix` of each person's external id, for [`PersonIndex`].
+    prefixes: Vec<u128>,
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -40,7 +42,11 @@ pub(crate) fn persons(file: String, mut persons: Vec<Person>, mut lines: Vec<u64
     lines.resize(persons.len(), 0);
     // One pass answers both "sorted?" and "any duplicates?": every pass over all ids misses
     // the cache once per person.
+    // The same pass collects the prefixes for the person index, which a sorted file
+    // without duplicates keeps as they are.
     let (mut sorted, mut any_duplicate) = (true, false);
+    let mut prefixes = Vec::with_capacity(persons.len());
+    prefixes.extend(persons.first().map(|p| prefix(&p.external_id)));
     for w in persons.windows(2) {
         match w[0].external_id.cmp(&w[1].external_id) {
             std::cmp::Ordering::Less => {}
@@ -50,6 +56,7 @@ pub(crate) fn persons(file: String, mut persons: Vec<Person>, mut lines: Vec<u64
                 break;
             }
         }
+        prefixes.push(prefix(&w[1].external_id));
     }
     if !sorted {
         // Sort compact keys, not the persons: comparing prefixes stays in the cache, and the
@@ -85,11 +92,13 @@ pub(crate) fn persons(file: String, mut persons: Vec<Person>, mut lines: Vec<u64
             &duplicate,
             &mut diagnostics,
         );
+        prefixes = persons.iter().map(|p| prefix(&p.external_id)).collect();
     }
     Persons {
         file,
         persons,
         lines,
+        prefixes,
         diagnostics,
     }
 }
@@ -272,8 +281,8 @@ struct PersonIndex<'p> {
 }
 
 impl<'p> PersonIndex<'p> {
-    fn new(persons: &'p [Person]) -> Self {
-        let prefixes = persons.iter().map(|p| prefix(&p.external_id)).collect();
+    /// `prefixes` must hold `prefix` of each person's external id, in the same order.
+    fn new(persons: &'p [Person], prefixes: Vec<u128>) -> Self {
         Self { persons, prefixes }
     }
 
@@ -317,11 +326,12 @@ pub(crate) fn assemble(
         None => (BTreeMap::new(), Vec::new(), false),
     };
     diagnostics.extend(persons.diagnostics);
+    let prefixes = persons.prefixes;
     let mut persons = persons.persons;
     let file = &contracts.file;
 
     // First pass: decide where each contract goes, count per person, report problems.
-    let index = PersonIndex::new(&persons);
+    let index = PersonIndex::new(&persons, prefixes);
     let mut slots: Vec<Option<usize>> = Vec::with_capacity(contracts.contracts.len());
     let mut counts = vec![0usize; persons.len()];
     let mut last = None;
@@ -423,7 +433,7 @@ mod tests {
             .collect();
         ids.sort();
         let persons: Vec<Person> = ids.iter().map(|id| person(id, "")).collect();
-        let index = PersonIndex::new(&persons);
+        let index = PersonIndex::new(&persons, ids.iter().map(|id| prefix(id)).collect());
         for (slot, id) in ids.iter().enumerate() {
             assert_eq!(index.find(id, None), Some(slot), "{id:?}");
             assert_eq!(index.find(id, Some(slot.saturating_sub(1))), Some(slot));
