@@ -12,6 +12,10 @@ use crate::model::{Contract, Date, Department, Person};
 #[derive(Debug, Clone, Default)]
 pub struct Org {
     departments: BTreeMap<String, Department>,
+    /// Department code → dense id, and each id's parent id: `in_tree` runs for every
+    /// contract under many rules, so it walks integers, not string-keyed maps.
+    ids: std::collections::HashMap<String, u32>,
+    parents: Vec<Option<u32>>,
 }
 
 /// Deep trees exist, but a parent chain longer than this is a cycle in the source data.
@@ -19,7 +23,26 @@ const MAX_DEPTH: usize = 64;
 
 impl Org {
     pub fn new(departments: BTreeMap<String, Department>) -> Self {
-        Self { departments }
+        let ids: std::collections::HashMap<String, u32> = departments
+            .keys()
+            .enumerate()
+            .map(|(i, k)| (k.clone(), i as u32))
+            .collect();
+        let parents = departments
+            .values()
+            .map(|d| {
+                if d.parent.is_empty() || d.parent == d.code {
+                    None
+                } else {
+                    ids.get(&d.parent).copied()
+                }
+            })
+            .collect();
+        Self {
+            departments,
+            ids,
+            parents,
+        }
     }
 
     pub fn department(&self, code: &str) -> Option<&Department> {
@@ -37,18 +60,31 @@ impl Org {
         std::iter::from_fn(move || {
             let current = next?;
             seen += 1;
-            next = if seen >= MAX_DEPTH || current.parent.is_empty() || current.parent == current.code {
-                None
-            } else {
-                self.departments.get(&current.parent)
-            };
+            next =
+                if seen >= MAX_DEPTH || current.parent.is_empty() || current.parent == current.code
+                {
+                    None
+                } else {
+                    self.departments.get(&current.parent)
+                };
             Some(current)
         })
     }
 
     /// True when `code` is `root` or lies below it.
     pub fn in_tree(&self, code: &str, root: &str) -> bool {
-        !code.is_empty() && self.ancestry(code).any(|d| d.code == root)
+        let (Some(&start), Some(&root)) = (self.ids.get(code), self.ids.get(root)) else {
+            return false;
+        };
+        let mut current = Some(start);
+        for _ in 0..MAX_DEPTH {
+            match current {
+                Some(id) if id == root => return true,
+                Some(id) => current = self.parents.get(id as usize).copied().flatten(),
+                None => return false,
+            }
+        }
+        false
     }
 
     /// The manager of a contract: the one named on the contract, else the manager of its
@@ -255,10 +291,15 @@ mod tests {
         // An active contract beats a bigger inactive one.
         let mut future = Contract::new("f", d("2027-01-01"), None);
         future.fte = Some(1.0);
-        assert_eq!(ord.primary(&[future.clone(), a.clone()], now).unwrap().id, "a");
+        assert_eq!(
+            ord.primary(&[future.clone(), a.clone()], now).unwrap().id,
+            "a"
+        );
         // No active one: the ordering alone decides.
         assert_eq!(
-            ord.primary(&[future.clone(), a.clone()], d("2020-01-01")).unwrap().id,
+            ord.primary(&[future.clone(), a.clone()], d("2020-01-01"))
+                .unwrap()
+                .id,
             "f"
         );
         assert!(ord.primary(&[], now).is_none());

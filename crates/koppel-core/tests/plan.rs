@@ -926,3 +926,56 @@ fn thresholds_name_the_kind_and_target_over_the_limit() {
     );
     assert!(b[0].to_string().contains("8 disable actions"));
 }
+
+#[test]
+fn plan_order_is_total_with_persons_gone_from_the_source_in_between() {
+    let cfg = cfg();
+    let all: Vec<Person> = ["a", "c", "e", "b", "d"]
+        .iter()
+        .map(|id| {
+            person(
+                id,
+                "Jan",
+                "",
+                &format!("Smit{id}"),
+                vec![contract(&format!("c-{id}"), "2025-01-01", None, "HR")],
+            )
+        })
+        .collect();
+    let mut known = KnownState::default();
+    step(&cfg, &snapshot(all.clone()), None, &mut known, "2026-01-01");
+    // b and d leave the source, a and e move: revokes of gone and staying persons interleave.
+    let mut staying: Vec<Person> = all
+        .into_iter()
+        .filter(|p| p.external_id != "b" && p.external_id != "d")
+        .collect();
+    for p in &mut staying {
+        if p.external_id != "c" {
+            p.contracts[0].department = "FIN".into();
+        }
+    }
+    let p = run(&cfg, &snapshot(staying), None, &known, "2026-02-01");
+    let order: BTreeMap<&str, usize> = [("ad", 0), ("plek", 1)].into_iter().collect();
+    let keys: Vec<_> = p
+        .actions
+        .iter()
+        .map(|a| {
+            (
+                order[a.target.as_str()],
+                a.kind,
+                a.person.clone(),
+                a.permission.clone(),
+            )
+        })
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted);
+    let revokers: Vec<&str> = p
+        .actions
+        .iter()
+        .filter(|a| a.kind == ActionKind::Revoke && a.permission.as_deref() == Some("dept-hr"))
+        .map(|a| a.person.as_str())
+        .collect();
+    assert_eq!(revokers, ["a", "b", "d", "e"]);
+}

@@ -58,6 +58,10 @@ pub(crate) fn allocate(
             }
         }
 
+        // Per generator and first candidate, the next iteration worth trying: taken values
+        // only grow during a run, so numbers below it stay taken. Without this, the thousandth
+        // Jan Jansen of a large organisation would try a thousand numbers.
+        let mut next_n: HashMap<(usize, String), i64> = HashMap::new();
         for e in evals.iter_mut() {
             let person = e.person.external_id.as_str();
             let pending = std::mem::take(&mut e.targets[ti].pending);
@@ -83,7 +87,9 @@ pub(crate) fn allocate(
                 {
                     // Iterations are rare: build the person's scope only when needed.
                     let scope = ctx.scope(e.person, e.primary);
-                    for n in 2..=i64::from(g.max_iterations) {
+                    let hint_key = (p.generator, first.to_lowercase());
+                    let start = next_n.get(&hint_key).copied().unwrap_or(2);
+                    for n in start..=i64::from(g.max_iterations) {
                         let extra = [
                             ("value", AttrValue::Text(first.clone())),
                             ("n", AttrValue::Int(n)),
@@ -96,6 +102,7 @@ pub(crate) fn allocate(
                         match attempt {
                             Ok(fields) if free(&fields, &taken) => {
                                 chosen = Some(fields);
+                                next_n.insert(hint_key.clone(), n + 1);
                                 break;
                             }
                             Ok(_) => {}

@@ -265,32 +265,45 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             });
         }
     }
-    let mut actions = Vec::new();
-    for (a, d) in per_person {
-        actions.extend(a);
-        diagnostics.extend(d);
-    }
-    actions.extend(diff::gone_persons(&ctx, input.snapshot));
-
-    // Targets in dependency order, then the execution phase, then person: a stable order
-    // that needs no knowledge of how the actions were found.
+    // Targets in dependency order, then the execution phase, then person: each person's
+    // actions come out of phase three in target order and sorted within a kind, and persons
+    // come in external id order, so bucketing keeps the order without a global sort.
     let target_order: BTreeMap<&str, usize> = cfg
         .targets
         .iter()
         .enumerate()
         .map(|(i, t)| (t.name.as_str(), i))
         .collect();
-    actions.sort_by(|a, b| {
-        let ta = target_order
-            .get(a.target.as_str())
-            .copied()
-            .unwrap_or(usize::MAX);
-        let tb = target_order
-            .get(b.target.as_str())
-            .copied()
-            .unwrap_or(usize::MAX);
-        (ta, a.kind, &a.person, &a.permission).cmp(&(tb, b.kind, &b.person, &b.permission))
-    });
+    let kinds = ActionKind::ALL.len();
+    let mut buckets: Vec<Vec<Action>> =
+        (0..cfg.targets.len() * kinds).map(|_| Vec::new()).collect();
+    let bucket = |a: &Action| {
+        let t = target_order.get(a.target.as_str()).copied().unwrap_or(0);
+        let k = ActionKind::ALL
+            .iter()
+            .position(|k| *k == a.kind)
+            .unwrap_or(0);
+        t * kinds + k
+    };
+    for (a, d) in per_person {
+        for action in a {
+            let b = bucket(&action);
+            buckets[b].push(action);
+        }
+        diagnostics.extend(d);
+    }
+    let gone = diff::gone_persons(&ctx, input.snapshot);
+    let touched: BTreeSet<usize> = gone.iter().map(&bucket).collect();
+    for action in gone {
+        let b = bucket(&action);
+        buckets[b].push(action);
+    }
+    // Only buckets that received actions of persons gone from the source need ordering;
+    // they hold two sorted runs, which the stable sort merges in linear time.
+    for b in touched {
+        buckets[b].sort_by(|x, y| (&x.person, &x.permission).cmp(&(&y.person, &y.permission)));
+    }
+    let actions: Vec<Action> = buckets.into_iter().flatten().collect();
     diagnostics.sort();
 
     let population = population_change(input.snapshot, input.previous, blocked.len() as u64);
