@@ -72,9 +72,9 @@ pub(crate) fn persons(file: String, mut persons: Vec<Person>, mut lines: Vec<u64
                 .then_with(|| persons[a.1].external_id.cmp(&persons[b.1].external_id))
                 .then(a.1.cmp(&b.1))
         });
-        let mut taken: Vec<Option<Person>> = persons.into_iter().map(Some).collect();
-        persons = order.iter().filter_map(|&(_, i)| taken[i].take()).collect();
-        lines = order.iter().map(|&(_, i)| lines[i]).collect();
+        let order: Vec<usize> = order.into_iter().map(|(_, i)| i).collect();
+        permute(&mut persons, &order);
+        permute(&mut lines, &order);
     }
     if !sorted || any_duplicate {
         let duplicate: Vec<bool> = std::iter::once(false)
@@ -100,6 +100,24 @@ pub(crate) fn persons(file: String, mut persons: Vec<Person>, mut lines: Vec<u64
         lines,
         prefixes,
         diagnostics,
+    }
+}
+
+/// Reorders `items` in place so that `items[i]` becomes the old `items[order[i]]`, following
+/// each cycle of the permutation with swaps: no second copy of a large vector.
+fn permute<T>(items: &mut [T], order: &[usize]) {
+    let mut done = vec![false; items.len()];
+    for start in 0..items.len() {
+        let mut at = start;
+        while !done[at] {
+            done[at] = true;
+            let from = order.get(at).copied().unwrap_or(start);
+            if from == start || from >= items.len() {
+                break;
+            }
+            items.swap(at, from);
+            at = from;
+        }
     }
 }
 
@@ -424,6 +442,16 @@ pub(crate) fn assemble(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn permute_applies_an_order_in_place() {
+        let mut items = vec!['a', 'b', 'c', 'd', 'e', 'f'];
+        permute(&mut items, &[3, 0, 1, 2, 5, 4]);
+        assert_eq!(items, ['d', 'a', 'b', 'c', 'f', 'e']);
+        let mut same = vec![1, 2, 3];
+        permute(&mut same, &[0, 1, 2]);
+        assert_eq!(same, [1, 2, 3]);
+    }
 
     #[test]
     fn the_person_index_finds_ids_sharing_long_prefixes() {
