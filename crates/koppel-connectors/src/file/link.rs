@@ -59,9 +59,9 @@ pub(crate) fn persons(file: String, mut persons: Vec<Person>, mut lines: Vec<u64
         prefixes.push(prefix(&w[1].external_id));
     }
     if !sorted {
-        // Sort compact keys, not the persons: comparing prefixes stays in the cache, and the
-        // strings are only read when two ids share their first 16 bytes. The index breaks
-        // ties, so the sort is stable.
+        // Sort compact keys, not the persons: comparing keys stays in the cache, and the
+        // strings are only read when two long ids share their first 15 bytes. The index
+        // breaks ties, so the sort is stable.
         let mut order: Vec<(u128, usize)> = persons
             .iter()
             .enumerate()
@@ -279,14 +279,22 @@ pub(crate) fn departments(file: &str, list: Vec<Department>, lines: &[u64]) -> D
     }
 }
 
-/// The first 16 bytes of an id as a number, zero-padded. Its order agrees with the order of
-/// the strings wherever the prefixes differ, so most comparisons need not read the string.
+/// A number standing for an id: its first 15 bytes (zero-padded) and then its length (16 for
+/// anything longer). Ordering by it agrees with ordering the strings wherever two keys
+/// differ, so most comparisons need not read the string; and ids shorter than 16 bytes (most
+/// employee numbers) are equal exactly when their keys are.
 fn prefix(id: &str) -> u128 {
-    let mut buf = [0u8; 16];
     let bytes = id.as_bytes();
-    let n = bytes.len().min(16);
+    let mut buf = [0u8; 16];
+    let n = bytes.len().min(15);
     buf[..n].copy_from_slice(&bytes[..n]);
+    buf[15] = u8::try_from(bytes.len().min(16)).unwrap_or(16);
     u128::from_be_bytes(buf)
+}
+
+/// Whether a key holds its whole id, so that equal keys mean equal ids.
+fn is_whole(key: u128) -> bool {
+    key & 0xff < 16
 }
 
 /// Finds persons (sorted by external id) by id. A binary search over the persons themselves
@@ -306,9 +314,10 @@ impl<'p> PersonIndex<'p> {
 
     fn find(&self, id: &str, last: Option<usize>) -> Option<usize> {
         let key = prefix(id);
+        // Reading the person's id costs a cache miss; a whole key makes it unnecessary.
         let is = |slot: usize| {
             self.prefixes.get(slot) == Some(&key)
-                && self.persons.get(slot).is_some_and(|p| p.external_id == id)
+                && (is_whole(key) || self.persons.get(slot).is_some_and(|p| p.external_id == id))
         };
         if let Some(last) = last {
             if is(last) {
@@ -454,10 +463,39 @@ mod tests {
     }
 
     #[test]
+    fn key_order_agrees_with_string_order() {
+        let mut ids: Vec<&str> = vec![
+            "",
+            "\u{0}",
+            "a",
+            "a\u{0}",
+            "a\u{0}\u{0}",
+            "ab",
+            "b",
+            "123456789012345",
+            "1234567890123456",
+            "12345678901234567",
+            "123456789012345\u{0}",
+            "12345678901234a",
+            "123456789012345a",
+            "123456789012345aa",
+            "123456789012345z",
+            "1234567890123",
+        ];
+        ids.sort();
+        for w in ids.windows(2) {
+            assert!(prefix(w[0]) <= prefix(w[1]), "{:?} {:?}", w[0], w[1]);
+            if prefix(w[0]) == prefix(w[1]) {
+                assert!(!is_whole(prefix(w[0])), "{:?} {:?}", w[0], w[1]);
+            }
+        }
+    }
+
+    #[test]
     fn the_person_index_finds_ids_sharing_long_prefixes() {
         let mut ids: Vec<String> = (0..50)
             .map(|i| format!("EMPLOYEE-NUMBER-{i:04}"))
-            .chain(["", "a", "a\u{0}", "EMPLOYEE-NUMBER-"].map(String::from))
+            .chain(["", "a", "a\u{0}", "EMPLOYEE-NUMBER-", "1001", "100"].map(String::from))
             .collect();
         ids.sort();
         let persons: Vec<Person> = ids.iter().map(|id| person(id, "")).collect();
@@ -469,6 +507,8 @@ mod tests {
         }
         assert_eq!(index.find("EMPLOYEE-NUMBER-9999", None), None);
         assert_eq!(index.find("b", Some(0)), None);
+        assert_eq!(index.find("10", None), None);
+        assert_eq!(index.find("1002", None), None);
     }
 
     fn person(id: &str, given: &str) -> Person {
