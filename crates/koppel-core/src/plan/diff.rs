@@ -91,7 +91,8 @@ pub(crate) fn person_actions(
                 &ctx.no_accounts
             },
         });
-        let mut desired: BTreeMap<String, AttrValue> = BTreeMap::new();
+        // Keys borrow the configuration's names: only changed attributes get owned keys.
+        let mut desired: BTreeMap<&str, AttrValue> = BTreeMap::new();
         let mut failed = false;
         for a in &target.attributes {
             // An only-on-create attribute of an existing account is never re-evaluated.
@@ -100,7 +101,7 @@ pub(crate) fn person_actions(
             }
             match a.expr.eval(&scope) {
                 Ok(val) => {
-                    desired.insert(a.name.clone(), val.normalized());
+                    desired.insert(a.name.as_str(), val.normalized());
                 }
                 Err(err) => {
                     failed = true;
@@ -121,29 +122,31 @@ pub(crate) fn person_actions(
             continue;
         }
         for (f, val) in &v.generated {
-            desired.insert(f.clone(), val.clone());
+            desired.insert(f.as_str(), val.clone());
         }
         // Account data for the targets that come after this one.
-        let mut data: BTreeMap<String, AttrValue> = target
-            .attributes
-            .iter()
-            .filter(|a| a.store)
-            .filter_map(|a| {
-                desired
-                    .get(&a.name)
-                    .or_else(|| known.and_then(|k| k.attributes.get(&a.name)))
-                    .map(|val| (a.name.clone(), val.clone()))
-            })
-            .collect();
-        for f in target.generated_fields() {
-            if let Some(val) = desired
-                .get(f)
-                .or_else(|| known.and_then(|k| k.attributes.get(f)))
-            {
-                data.insert(f.to_owned(), val.clone());
+        if ctx.reads_accounts.iter().any(|r| *r) {
+            let mut data: BTreeMap<String, AttrValue> = target
+                .attributes
+                .iter()
+                .filter(|a| a.store)
+                .filter_map(|a| {
+                    desired
+                        .get(a.name.as_str())
+                        .or_else(|| known.and_then(|k| k.attributes.get(&a.name)))
+                        .map(|val| (a.name.clone(), val.clone()))
+                })
+                .collect();
+            for f in target.generated_fields() {
+                if let Some(val) = desired
+                    .get(f)
+                    .or_else(|| known.and_then(|k| k.attributes.get(f)))
+                {
+                    data.insert(f.to_owned(), val.clone());
+                }
             }
+            accounts.insert(target.name.clone(), data);
         }
-        accounts.insert(target.name.clone(), data);
 
         let grounds_reason = |g: &Grounds| {
             Reason::new(Origin::RuleMatched)
@@ -176,8 +179,12 @@ pub(crate) fn person_actions(
                 a.correlation = target
                     .correlation
                     .as_ref()
-                    .and_then(|c| desired.get(c).map(|val| (c.clone(), val.clone())));
-                a.attributes = desired.into_iter().filter(|(_, v)| !v.is_null()).collect();
+                    .and_then(|c| desired.get(c.as_str()).map(|val| (c.clone(), val.clone())));
+                a.attributes = desired
+                    .into_iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect();
                 a.enabled = Some(v.enabled);
                 a.generator_inputs = v.generator_inputs.clone();
                 actions.push(a);
@@ -192,8 +199,14 @@ pub(crate) fn person_actions(
                 let changes: BTreeMap<String, Change> = desired
                     .into_iter()
                     .filter_map(|(name, to)| {
-                        let from = k.attributes.get(&name).cloned().unwrap_or_default();
-                        (from != to).then_some((name, Change { from, to }))
+                        let same = match k.attributes.get(name) {
+                            Some(from) => *from == to,
+                            None => to.is_null(),
+                        };
+                        (!same).then(|| {
+                            let from = k.attributes.get(name).cloned().unwrap_or_default();
+                            (name.to_owned(), Change { from, to })
+                        })
                     })
                     .collect();
                 if !changes.is_empty() {

@@ -21,6 +21,8 @@ pub(crate) struct Ctx<'a> {
     /// Per target index: whether any mapping reads `accounts`, so the map is worth building.
     pub reads_accounts: Vec<bool>,
     pub no_accounts: BTreeMap<String, BTreeMap<String, AttrValue>>,
+    /// Per rule, the targets it grants accounts or permissions in.
+    pub rule_targets: Vec<Vec<usize>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -44,6 +46,21 @@ impl<'a> Ctx<'a> {
                 })
                 .collect(),
             no_accounts: BTreeMap::new(),
+            rule_targets: cfg
+                .rules
+                .iter()
+                .map(|r| {
+                    let mut t: Vec<usize> = r
+                        .accounts
+                        .iter()
+                        .copied()
+                        .chain(r.permissions.iter().map(|p| p.target))
+                        .collect();
+                    t.sort_unstable();
+                    t.dedup();
+                    t
+                })
+                .collect(),
         }
     }
 
@@ -173,13 +190,20 @@ impl<'a> Ctx<'a> {
             return out;
         }
         let scope = self.scope(person, out.primary);
+        // Which contract is within which target's lifecycle window: once per person, not
+        // once per rule.
+        let nt = cfg.targets.len();
+        let open: Vec<bool> = person
+            .contracts
+            .iter()
+            .flat_map(|c| {
+                cfg.targets
+                    .iter()
+                    .map(move |t| in_window(c, &t.lifecycle, self.now))
+            })
+            .collect();
         for (ri, rule) in cfg.rules.iter().enumerate() {
-            let touched: Vec<usize> = rule
-                .accounts
-                .iter()
-                .copied()
-                .chain(rule.permissions.iter().map(|p| p.target))
-                .collect();
+            let touched = &self.rule_targets[ri];
             let condition = match &rule.condition {
                 Some(c) => c.eval_bool(&scope).map_err(|e| e.to_string()),
                 None => Ok(true),
@@ -191,17 +215,14 @@ impl<'a> Ctx<'a> {
             };
             match condition {
                 Err(e) => {
-                    self.hold(&mut out, &touched, &rule.id, "condition", None, &e);
+                    self.hold(&mut out, touched, &rule.id, "condition", None, &e);
                 }
                 Ok(false) => {}
                 Ok(true) => {
                     for (ci, c) in person.contracts.iter().enumerate() {
-                        let windows: Vec<(usize, bool)> = touched
-                            .iter()
-                            .map(|&t| (t, in_window(c, &cfg.targets[t].lifecycle, self.now)))
-                            .collect();
+                        let windows = &open[ci * nt..(ci + 1) * nt];
                         // A contract outside every window cannot entitle anything here.
-                        if !explain && !windows.iter().any(|w| w.1) {
+                        if !explain && !touched.iter().any(|&t| windows[t]) {
                             continue;
                         }
                         let cscope = scope.with_contract(Some(c));
@@ -213,7 +234,7 @@ impl<'a> Ctx<'a> {
                             Err(e) => {
                                 self.hold(
                                     &mut out,
-                                    &touched,
+                                    touched,
                                     &rule.id,
                                     "contract_condition",
                                     Some(c),
@@ -227,7 +248,7 @@ impl<'a> Ctx<'a> {
                             verdict.contracts.push(ContractVerdict {
                                 contract: ci,
                                 matched,
-                                in_window: windows,
+                                in_window: touched.iter().map(|&t| (t, windows[t])).collect(),
                             });
                         }
                     }
@@ -256,10 +277,10 @@ impl<'a> Ctx<'a> {
         contract_index: usize,
         c: &Contract,
         cscope: &Scope<'_>,
-        windows: &[(usize, bool)],
+        windows: &[bool],
     ) {
         let rule = &self.cfg.rules[rule_index];
-        let open = |t: usize| windows.iter().any(|&(w, ok)| w == t && ok);
+        let open = |t: usize| windows.get(t).copied().unwrap_or(false);
         for &t in &rule.accounts {
             if !open(t) {
                 continue;
