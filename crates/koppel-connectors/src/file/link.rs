@@ -30,7 +30,7 @@ pub(crate) struct Persons {
     pub file: String,
     pub persons: Vec<Person>,
     pub lines: Vec<u64>,
-    /// `prefix` of each person's external id, for [`PersonIndex`].
+    /// `prefix` of each person's external id, for matching contracts to persons.
     prefixes: Vec<u128>,
     pub diagnostics: Vec<Diagnostic>,
 }
@@ -297,48 +297,56 @@ fn is_whole(key: u128) -> bool {
     key & 0xff < 16
 }
 
-/// Finds persons (sorted by external id) by id. A binary search over the persons themselves
-/// would miss the cache at every step; this searches a compact array of prefixes, and tries
-/// the person of the previous contract and the next one first, because contract files are
-/// usually grouped by person in the persons file's order.
-struct PersonIndex<'p> {
-    persons: &'p [Person],
-    prefixes: Vec<u128>,
+/// Orders two ids by their keys, reading the strings (which may miss the cache) only when
+/// long ids share a key.
+fn cmp_ids<'a>(
+    a_key: u128,
+    a: impl FnOnce() -> &'a str,
+    b_key: u128,
+    b: impl FnOnce() -> &'a str,
+) -> std::cmp::Ordering {
+    a_key.cmp(&b_key).then_with(|| {
+        if is_whole(a_key) {
+            std::cmp::Ordering::Equal
+        } else {
+            a().cmp(b())
+        }
+    })
 }
 
-impl<'p> PersonIndex<'p> {
-    /// `prefixes` must hold `prefix` of each person's external id, in the same order.
-    fn new(persons: &'p [Person], prefixes: Vec<u128>) -> Self {
-        Self { persons, prefixes }
+/// For each contract, the index of its person in `persons` (sorted by external id, with
+/// `prefixes` their keys), by walking both sorted by id side by side. Searching each person
+/// in a large vector would miss the cache at every step; contract files are mostly grouped
+/// by person in id order already, and otherwise sorting compact keys is cheap.
+fn match_persons(
+    persons: &[Person],
+    prefixes: &[u128],
+    contracts: &Contracts,
+) -> Vec<Option<usize>> {
+    let spans: Vec<(usize, usize)> = contracts.contracts.iter().map(|c| c.person).collect();
+    let id = |i: usize| contracts.person_ids.get(spans[i]);
+    let keys: Vec<u128> = (0..spans.len()).map(|i| prefix(id(i))).collect();
+    let cmp = |a: usize, b: usize| cmp_ids(keys[a], || id(a), keys[b], || id(b));
+    let mut order: Vec<usize> = (0..keys.len()).collect();
+    if !order.windows(2).all(|w| cmp(w[0], w[1]).is_le()) {
+        order.sort_unstable_by(|&a, &b| cmp(a, b).then(a.cmp(&b)));
     }
-
-    fn find(&self, id: &str, last: Option<usize>) -> Option<usize> {
-        let key = prefix(id);
-        // Reading the person's id costs a cache miss; a whole key makes it unnecessary.
-        let is = |slot: usize| {
-            self.prefixes.get(slot) == Some(&key)
-                && (is_whole(key) || self.persons.get(slot).is_some_and(|p| p.external_id == id))
+    let mut slots = vec![None; keys.len()];
+    let mut at = 0;
+    for c in order {
+        let person = |at: usize| {
+            let p = persons.get(at)?;
+            let key = *prefixes.get(at)?;
+            Some(cmp_ids(key, || p.external_id.as_str(), keys[c], || id(c)))
         };
-        if let Some(last) = last {
-            if is(last) {
-                return Some(last);
-            }
-            if is(last + 1) {
-                return Some(last + 1);
-            }
+        while person(at) == Some(std::cmp::Ordering::Less) {
+            at += 1;
         }
-        let lo = self.prefixes.partition_point(|p| *p < key);
-        if self.prefixes.get(lo + 1) != Some(&key) {
-            // The usual case: at most one id with this prefix.
-            return is(lo).then_some(lo);
+        if person(at) == Some(std::cmp::Ordering::Equal) {
+            slots[c] = Some(at);
         }
-        let len = self.prefixes.get(lo..)?.partition_point(|p| *p == key);
-        self.persons
-            .get(lo..lo + len)?
-            .binary_search_by(|p| p.external_id.as_str().cmp(id))
-            .ok()
-            .map(|i| lo + i)
     }
+    slots
 }
 
 /// Attaches the contracts to their persons and builds the normalized snapshot. Diagnostics
@@ -357,12 +365,17 @@ pub(crate) fn assemble(
     let mut persons = persons.persons;
     let file = &contracts.file;
 
-    // First pass: decide where each contract goes, count per person, report problems.
-    let index = PersonIndex::new(&persons, prefixes);
+    // First pass, in file order: decide where each contract goes, count per person, report
+    // problems.
+    let matched = match_persons(&persons, &prefixes, &contracts);
     let mut slots: Vec<Option<usize>> = Vec::with_capacity(contracts.contracts.len());
     let mut counts = vec![0usize; persons.len()];
-    let mut last = None;
-    for (p, first) in contracts.contracts.iter().zip(&contracts.first) {
+    for ((p, first), matched) in contracts
+        .contracts
+        .iter()
+        .zip(&contracts.first)
+        .zip(matched)
+    {
         let c = &p.contract;
         let person = contracts.person_ids.get(p.person);
         if !first {
@@ -377,7 +390,7 @@ pub(crate) fn assemble(
             slots.push(None);
             continue;
         }
-        let Some(slot) = index.find(person, last) else {
+        let Some(slot) = matched else {
             diagnostics.push(
                 Diagnostic::error(
                     "contract_unknown_person",
@@ -392,7 +405,6 @@ pub(crate) fn assemble(
             slots.push(None);
             continue;
         };
-        last = Some(slot);
         if let Some(end) = c.end
             && end < c.start
         {
@@ -424,8 +436,6 @@ pub(crate) fn assemble(
         counts[slot] += 1;
         slots.push(Some(slot));
     }
-
-    drop(index);
 
     // Second pass: move the contracts in, each person's list allocated once.
     for (person, count) in persons.iter_mut().zip(counts) {
@@ -492,23 +502,49 @@ mod tests {
     }
 
     #[test]
-    fn the_person_index_finds_ids_sharing_long_prefixes() {
+    fn contracts_find_their_persons_in_any_order_even_with_long_shared_prefixes() {
         let mut ids: Vec<String> = (0..50)
             .map(|i| format!("EMPLOYEE-NUMBER-{i:04}"))
             .chain(["", "a", "a\u{0}", "EMPLOYEE-NUMBER-", "1001", "100"].map(String::from))
             .collect();
         ids.sort();
         let persons: Vec<Person> = ids.iter().map(|id| person(id, "")).collect();
-        let index = PersonIndex::new(&persons, ids.iter().map(|id| prefix(id)).collect());
-        for (slot, id) in ids.iter().enumerate() {
-            assert_eq!(index.find(id, None), Some(slot), "{id:?}");
-            assert_eq!(index.find(id, Some(slot.saturating_sub(1))), Some(slot));
-            assert_eq!(index.find(id, Some(ids.len() + 5)), Some(slot));
+        let prefixes: Vec<u128> = ids.iter().map(|id| prefix(id)).collect();
+        let wanted: Vec<&str> = vec![
+            "EMPLOYEE-NUMBER-0007",
+            "100",
+            "nobody",
+            "a\u{0}",
+            "EMPLOYEE-NUMBER-0007",
+            "",
+            "EMPLOYEE-NUMBER-9999",
+            "1001",
+            "a",
+            "10",
+            "EMPLOYEE-NUMBER-0049",
+            "EMPLOYEE-NUMBER-",
+        ];
+        for order in [wanted.clone(), {
+            let mut w = wanted.clone();
+            w.sort();
+            w
+        }] {
+            let mut person_ids = PersonIds::default();
+            let pending = order
+                .iter()
+                .map(|id| PendingContract {
+                    person: person_ids.push(id),
+                    contract: Contract::new("c", koppel_core::Date::default(), None),
+                    line: 0,
+                })
+                .collect();
+            let batch = contracts("c.csv".into(), pending, person_ids);
+            let slots = match_persons(&persons, &prefixes, &batch);
+            for (id, slot) in order.iter().zip(slots) {
+                let expected = ids.iter().position(|known| known == id);
+                assert_eq!(slot, expected, "{id:?}");
+            }
         }
-        assert_eq!(index.find("EMPLOYEE-NUMBER-9999", None), None);
-        assert_eq!(index.find("b", Some(0)), None);
-        assert_eq!(index.find("10", None), None);
-        assert_eq!(index.find("1002", None), None);
     }
 
     fn person(id: &str, given: &str) -> Person {
