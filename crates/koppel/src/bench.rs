@@ -62,11 +62,13 @@ candidates = [
   "ascii(lower(compact(person.name.given + person.name.family)))",
 ]
 fields = {{ username = "value", upn = "value + '@koppeldam.nl'" }}
+max_iterations = 99999
 release_retention_days = 365
 
 [targets.generators.mail]
 candidates = ["ascii(lower(compact(person.name.given) + '.' + compact(family_name(person))))"]
 fields = {{ mail = "value + '@koppeldam.nl'" }}
+max_iterations = 99999
 regenerate = "on_change"
 release_retention_days = 365
 
@@ -163,10 +165,16 @@ struct Run {
     uptodate_actions: usize,
 }
 
-pub fn run(persons: usize, seed: u64, runs: usize) -> anyhow::Result<ExitCode> {
+pub fn run(
+    persons: usize,
+    seed: u64,
+    runs: usize,
+    write_to: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
     let today = koppel_core::Date::from_ymd_opt(2026, 11, 23).context("a valid date")?;
     let dir = tempfile::tempdir()?;
-    let data = dir.path().join("hr");
+    let dir_path = write_to.unwrap_or(dir.path());
+    let data = dir_path.join("hr");
     let t = Instant::now();
     let snapshot = koppel_synth::generate(&koppel_synth::Options::new(persons, seed, today));
     koppel_synth::write_csv(&snapshot, &data)?;
@@ -176,8 +184,13 @@ pub fn run(persons: usize, seed: u64, runs: usize) -> anyhow::Result<ExitCode> {
         snapshot.departments.len(),
         secs(t.elapsed())
     );
-    let text = bench_config(&snapshot, &data.display().to_string());
+    let text = bench_config(&snapshot, "hr");
     drop(snapshot);
+    if let Some(out) = write_to {
+        std::fs::write(out.join("koppel.toml"), &text)?;
+        println!("wrote {} and its data", out.join("koppel.toml").display());
+        return Ok(ExitCode::SUCCESS);
+    }
     let config: CompiledConfig = config::load(&text, "bench.toml").map_err(|errs| {
         anyhow::anyhow!(
             errs.iter()
@@ -195,7 +208,7 @@ pub fn run(persons: usize, seed: u64, runs: usize) -> anyhow::Result<ExitCode> {
     let mut results = Vec::new();
     for i in 0..runs.max(1) {
         let t = Instant::now();
-        let fetched = koppel_connectors::source::load(&source, dir.path())?;
+        let fetched = koppel_connectors::source::load(&source, dir_path)?;
         let parse = t.elapsed();
         let empty = KnownState::default();
         let t = Instant::now();

@@ -1,6 +1,7 @@
 //! The `koppel` command line: plan, explain, validate, demo, synth, bench.
 //! The only place that reads the clock and the environment; everything else is passed in.
 
+mod apply;
 mod bench;
 mod demo;
 mod render;
@@ -32,10 +33,14 @@ pub struct Common {
     /// Evaluate as of this date (YYYY-MM-DD) instead of today.
     #[arg(long, value_parser = parse_date)]
     pub now: Option<Date>,
-    /// Known state to plan against: a JSON file written by `--write-state`. Without it the
-    /// plan starts from nothing.
+    /// Known state to plan against: a JSON file written by `--write-state`. Without it,
+    /// the store's (when there is one), else nothing.
     #[arg(long)]
     pub state: Option<PathBuf>,
+    /// The store: a SQLite file (default: the config's `[store] path`, else koppel.db next
+    /// to the config file).
+    #[arg(long, env = "KOPPEL_STORE")]
+    pub store: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -62,6 +67,60 @@ enum Command {
         /// Exit with 2 when the plan has changes, 0 when empty (for scripts).
         #[arg(long)]
         detailed_exitcode: bool,
+        /// Save the plan in the store, to apply later with `koppel apply PLAN_ID`.
+        #[arg(long)]
+        save: bool,
+    },
+    /// Plan and carry the plan out (or carry out a saved plan), journaled, resumable.
+    Apply {
+        /// A plan saved with `koppel plan --save`; without it, plan now and apply.
+        plan_id: Option<String>,
+        #[command(flatten)]
+        common: Common,
+        /// Carry out the actions a threshold or guard withheld in this held plan.
+        #[arg(long, conflicts_with_all = ["plan_id", "reject"])]
+        approve: Option<String>,
+        /// Drop the withheld actions of this held plan.
+        #[arg(long, conflicts_with = "plan_id")]
+        reject: Option<String>,
+        /// Who is applying, for the audit log (default: the user name).
+        #[arg(long, env = "KOPPEL_ACTOR")]
+        actor: Option<String>,
+    },
+    /// The known state in the store: what koppel last wrote to each target.
+    State {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// The accounts a target holds, read from the target itself.
+    Accounts {
+        /// The target's name in the configuration.
+        target: String,
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// The audit log: every applied action, failure, approval and rejection.
+    Audit {
+        #[command(subcommand)]
+        verify: Option<AuditCommand>,
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        person: Option<String>,
+        #[arg(long)]
+        target: Option<String>,
+        /// From this date or time (inclusive), e.g. 2026-11-01.
+        #[arg(long)]
+        from: Option<String>,
+        /// Up to this date or time (inclusive).
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
     },
     /// Show which rules match a person, which contracts are in conditions, and why each
     /// account and permission is or is not granted.
@@ -108,10 +167,19 @@ enum Command {
         persons: usize,
         #[arg(long, default_value_t = 42)]
         seed: u64,
-        /// How many times to repeat each measurement; the best and median are reported.
+        /// How many times to repeat each measurement; the median is reported.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Write the benchmark's data and configuration to this folder instead of measuring.
+        #[arg(long)]
+        write_to: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain: detects an entry changed, removed or reordered.
+    Verify,
 }
 
 fn parse_date(s: &str) -> Result<Date, String> {
@@ -129,7 +197,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KOPPEL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sqlx=error")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -155,12 +223,17 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             summary,
             write_state,
             detailed_exitcode,
+            save,
         } => {
             let loaded = run::load(&common)?;
             let plan = loaded.plan();
             render::plan(&loaded, &plan, output, summary)?;
             if let Some(path) = write_state {
                 run::write_state(&loaded, &plan, &path)?;
+            }
+            if save {
+                let id = run::save_plan(&common, &loaded, plan.clone())?;
+                eprintln!("saved plan {id}: apply it with `koppel apply {id}`");
             }
             Ok(if detailed_exitcode && !plan.is_empty() {
                 ExitCode::from(2)
@@ -178,6 +251,33 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { config } => run::validate(&config),
+        Command::Apply {
+            plan_id,
+            common,
+            approve,
+            reject,
+            actor,
+        } => run::apply(&common, plan_id, approve, reject, actor),
+        Command::State { common, output } => run::state(&common, output),
+        Command::Accounts {
+            target,
+            common,
+            output,
+        } => run::accounts(&common, &target, output),
+        Command::Audit {
+            verify,
+            common,
+            person,
+            target,
+            from,
+            to,
+            output,
+        } => run::audit(
+            &common,
+            verify.is_some(),
+            apply::audit_filter(person, target, from, to),
+            output,
+        ),
         Command::Demo { output, full } => demo::run(output, full),
         Command::Synth {
             persons,
@@ -208,6 +308,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             persons,
             seed,
             runs,
-        } => bench::run(persons, seed, runs),
+            write_to,
+        } => bench::run(persons, seed, runs, write_to.as_deref()),
     }
 }

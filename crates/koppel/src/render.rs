@@ -277,6 +277,22 @@ fn value(v: &AttrValue) -> String {
     v.to_string()
 }
 
+/// "12 create, 40 grant" for a plan.
+pub fn counts_line(plan: &Plan) -> String {
+    let mut totals: BTreeMap<ActionKind, usize> = BTreeMap::new();
+    for a in &plan.actions {
+        *totals.entry(a.kind).or_default() += 1;
+    }
+    if totals.is_empty() {
+        return "no changes".to_owned();
+    }
+    ActionKind::ALL
+        .iter()
+        .filter_map(|k| totals.get(k).map(|n| format!("{n} {}", k.as_str())))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub fn footer(out: &mut impl Write, plan: &Plan) -> anyhow::Result<()> {
     writeln!(out)?;
     if plan.is_empty() {

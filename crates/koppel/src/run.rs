@@ -10,6 +10,8 @@ use koppel_core::{Date, Diagnostic, KnownState, Plan, PlanInput, Snapshot};
 use serde::{Deserialize, Serialize};
 
 use crate::Common;
+use crate::apply::{Applied, Progress, Request};
+use koppel_store::{SqliteStore, Store};
 
 /// Everything a plan is made from.
 pub struct Loaded {
@@ -73,7 +75,7 @@ pub fn read_config(path: &Path) -> anyhow::Result<CompiledConfig> {
     }
 }
 
-fn base_dir(config: &Path) -> PathBuf {
+pub fn base_dir(config: &Path) -> PathBuf {
     config
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -91,7 +93,20 @@ pub fn load(common: &Common) -> anyhow::Result<Loaded> {
             serde_json::from_str(&text)
                 .with_context(|| format!("{} is not a koppel state file", path.display()))?
         }
-        None => StateFile::default(),
+        None => {
+            let path = crate::apply::store_path(&config, &common.config, common.store.as_deref());
+            if path.exists() {
+                crate::apply::runtime()?.block_on(async {
+                    let store = koppel_store::SqliteStore::open(&path).await?;
+                    anyhow::Ok(StateFile {
+                        known: store.known_state().await?,
+                        previous: store.previous_snapshot().await?,
+                    })
+                })?
+            } else {
+                StateFile::default()
+            }
+        }
     };
     Ok(Loaded {
         config,
@@ -176,4 +191,247 @@ pub fn validate(path: &Path) -> anyhow::Result<ExitCode> {
 
 pub fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
+}
+
+/// Saves `plan` in the store for a later `koppel apply PLAN_ID`.
+pub fn save_plan(common: &Common, loaded: &Loaded, plan: Plan) -> anyhow::Result<String> {
+    let path = crate::apply::store_path(&loaded.config, &common.config, common.store.as_deref());
+    crate::apply::runtime()?.block_on(async {
+        let store = SqliteStore::open(&path).await?;
+        let stored = koppel_store::StoredPlan {
+            id: crate::apply::plan_id(&plan),
+            created_at: crate::apply::timestamp(),
+            state_version: store.state_version().await?,
+            status: koppel_store::PlanStatus::Saved,
+            plan,
+            withheld: Vec::new(),
+            note: String::new(),
+        };
+        store.save_plan(&stored).await?;
+        Ok(stored.id)
+    })
+}
+
+/// Who is applying, for the audit log.
+fn actor(flag: Option<String>) -> String {
+    flag.or_else(|| std::env::var("USER").ok())
+        .map(|u| format!("koppel apply ({u})"))
+        .unwrap_or_else(|| "koppel apply".to_owned())
+}
+
+pub fn apply(
+    common: &Common,
+    plan_id: Option<String>,
+    approve: Option<String>,
+    reject: Option<String>,
+    actor_flag: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let config = read_config(&common.config)?;
+    let now = common.now.unwrap_or_else(crate::today);
+    let path = crate::apply::store_path(&config, &common.config, common.store.as_deref());
+    let actor = actor(actor_flag);
+    let request = match (plan_id, approve, reject) {
+        (Some(id), _, _) => Request::Saved(id),
+        (None, Some(id), _) => Request::Approve(id),
+        (None, None, Some(id)) => Request::Reject(id),
+        (None, None, None) => Request::PlanAndApply,
+    };
+    let progress = Progress::new(false);
+    let applied: Applied = crate::apply::runtime()?.block_on(async {
+        let store = SqliteStore::open(&path)
+            .await
+            .with_context(|| format!("opening the store {}", path.display()))?;
+        let targets = crate::apply::targets(&config, &store).await?;
+        let ctx = crate::apply::Context {
+            config: &config,
+            config_path: &common.config,
+            store: &store,
+            targets: &targets,
+            now,
+            actor: &actor,
+            observer: &progress,
+        };
+        ctx.apply(request).await
+    })?;
+    progress.finish();
+    let mut trouble = false;
+    for r in &applied.resumed {
+        trouble |= crate::apply::print_report(r, "resumed plan");
+    }
+    if let Some(stored) = &applied.plan {
+        for d in &stored.plan.diagnostics {
+            eprintln!("{d}");
+        }
+        for h in &stored.plan.held {
+            println!("HELD by a source guard: {h}");
+        }
+        if !stored.plan.held.is_empty() {
+            println!(
+                "Nothing was applied. Plan {} waits: `koppel apply --approve {}` or `--reject {}`.",
+                stored.id, stored.id, stored.id
+            );
+            return Ok(ExitCode::from(3));
+        }
+    }
+    for b in &applied.breaches {
+        println!("WITHHELD by a threshold: {b}");
+    }
+    if let Some(r) = &applied.report {
+        trouble |= crate::apply::print_report(r, "plan");
+        if r.withheld > 0 {
+            println!(
+                "Approve with `koppel apply --approve {}`, or drop with `--reject {}`.",
+                r.plan_id, r.plan_id
+            );
+        }
+    } else if let Some(stored) = &applied.plan {
+        println!("plan {} is now {:?}", stored.id, stored.status);
+    }
+    Ok(if trouble {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub fn audit(
+    common: &Common,
+    verify: bool,
+    filter: koppel_store::AuditFilter,
+    output: crate::Output,
+) -> anyhow::Result<ExitCode> {
+    let config = read_config(&common.config)?;
+    let path = crate::apply::store_path(&config, &common.config, common.store.as_deref());
+    if !path.exists() {
+        bail!(
+            "there is no store at {} yet: nothing has been applied",
+            path.display()
+        );
+    }
+    crate::apply::runtime()?.block_on(async {
+        let store = SqliteStore::open(&path).await?;
+        if verify {
+            let report = store.audit_verify().await?;
+            if report.problems.is_empty() {
+                println!(
+                    "audit log intact: {} entries, hash chain verified",
+                    report.entries
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            for p in &report.problems {
+                println!("{p}");
+            }
+            println!(
+                "audit log TAMPERED: {} problem(s) in {} entries",
+                report.problems.len(),
+                report.entries
+            );
+            return Ok(ExitCode::from(4));
+        }
+        let entries = store.audit(&filter).await?;
+        if output == crate::Output::Json {
+            println!("{}", serde_json::to_string_pretty(&entries)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        for e in &entries {
+            let r = &e.record;
+            let what = match (&r.action, &r.permission) {
+                (Some(k), Some(p)) => format!("{} {p:?}", k.as_str()),
+                (Some(k), None) => k.as_str().to_owned(),
+                _ => String::new(),
+            };
+            println!(
+                "{:>6} {} {:<9} {} {} {} {}{}",
+                e.seq,
+                r.at,
+                format!("{:?}", r.event).to_lowercase(),
+                r.actor,
+                r.target.as_deref().unwrap_or("-"),
+                r.person.as_deref().unwrap_or("-"),
+                what,
+                r.error
+                    .as_deref()
+                    .map(|e| format!(" — {e}"))
+                    .unwrap_or_default()
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn open_existing(common: &Common) -> anyhow::Result<(CompiledConfig, PathBuf)> {
+    let config = read_config(&common.config)?;
+    let path = crate::apply::store_path(&config, &common.config, common.store.as_deref());
+    if !path.exists() {
+        bail!(
+            "there is no store at {} yet: nothing has been applied",
+            path.display()
+        );
+    }
+    Ok((config, path))
+}
+
+pub fn state(common: &Common, output: crate::Output) -> anyhow::Result<ExitCode> {
+    let (_, path) = open_existing(common)?;
+    let known = crate::apply::runtime()?.block_on(async {
+        let store = SqliteStore::open(&path).await?;
+        anyhow::Ok(store.known_state().await?)
+    })?;
+    if output == crate::Output::Json {
+        println!("{}", serde_json::to_string_pretty(&known)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (name, t) in &known.targets {
+        let enabled = t.accounts.values().filter(|a| a.enabled).count();
+        println!(
+            "{name}: {} account{} ({enabled} enabled), {} released value{}",
+            t.accounts.len(),
+            plural(t.accounts.len()),
+            t.released.values().map(|m| m.len()).sum::<usize>(),
+            plural(t.released.values().map(|m| m.len()).sum::<usize>())
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn accounts(common: &Common, target: &str, output: crate::Output) -> anyhow::Result<ExitCode> {
+    let (config, path) = open_existing(common)?;
+    let list = crate::apply::runtime()?.block_on(async {
+        let store = SqliteStore::open(&path).await?;
+        let targets = crate::apply::targets(&config, &store).await?;
+        let Some(t) = targets.get(target) else {
+            bail!(
+                "there is no target {target:?} in {}",
+                common.config.display()
+            );
+        };
+        let mut list = t.list_accounts().await?;
+        list.sort_by(|a, b| a.reference.cmp(&b.reference));
+        anyhow::Ok(list)
+    })?;
+    if output == crate::Output::Json {
+        let v: Vec<serde_json::Value> = list
+            .iter()
+            .map(|a| {
+                serde_json::json!({
+                    "reference": a.reference,
+                    "enabled": a.enabled,
+                    "attributes": a.attributes,
+                    "permissions": a.permissions,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for a in &list {
+        println!(
+            "{} {} {}",
+            a.reference,
+            if a.enabled { "enabled " } else { "disabled" },
+            a.permissions.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

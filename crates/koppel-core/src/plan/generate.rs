@@ -89,6 +89,8 @@ pub(crate) fn allocate(
                     let scope = ctx.scope(e.person, e.primary);
                     let hint_key = (p.generator, first.to_lowercase());
                     let start = next_n.get(&hint_key).copied().unwrap_or(2);
+                    // Past the last number tried, every iteration is known to be taken.
+                    next_n.insert(hint_key.clone(), i64::from(g.max_iterations) + 1);
                     for n in start..=i64::from(g.max_iterations) {
                         let extra = [
                             ("value", AttrValue::Text(first.clone())),

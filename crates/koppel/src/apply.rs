@@ -1,0 +1,483 @@
+//! `koppel apply`, `koppel plan --save` and `koppel audit`: the store, the targets and the
+//! executor wired together, with progress on a terminal and log lines elsewhere.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use koppel_connectors::directory::DirectoryTarget;
+use koppel_connectors::target::Target;
+use koppel_core::config::{CompiledConfig, TargetKind};
+use koppel_core::plan::ActionKind;
+use koppel_core::{Date, KnownState, Plan, PlanInput, Snapshot};
+use koppel_engine::{Engine, Mode, Observer, Report};
+use koppel_store::{
+    AuditEvent, AuditFilter, AuditRecord, PlanStatus, SqliteStore, Store, StoredPlan,
+};
+
+use crate::run::plural;
+
+/// The store file: `--store`, else the config's `[store] path`, else `koppel.db`, relative
+/// to the config file's folder.
+pub fn store_path(config: &CompiledConfig, config_path: &Path, flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    let base = crate::run::base_dir(config_path);
+    base.join(
+        config
+            .store
+            .path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("koppel.db")),
+    )
+}
+
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// The connectors for every configured target.
+pub async fn targets(
+    config: &CompiledConfig,
+    store: &SqliteStore,
+) -> anyhow::Result<BTreeMap<String, Arc<dyn Target>>> {
+    let mut out: BTreeMap<String, Arc<dyn Target>> = BTreeMap::new();
+    for t in &config.targets {
+        let target: Arc<dyn Target> = match t.kind {
+            TargetKind::Directory => Arc::new(
+                DirectoryTarget::new(&t.name, store.pool().clone())
+                    .await
+                    .with_context(|| {
+                        format!("opening the built-in directory for target {:?}", t.name)
+                    })?,
+            ),
+            other => bail!(
+                "target {:?} has kind {other:?}, which this koppel cannot apply to yet; \
+                 `koppel plan` works for it, `koppel apply` needs kind = \"directory\"",
+                t.name
+            ),
+        };
+        out.insert(t.name.clone(), target);
+    }
+    Ok(out)
+}
+
+/// An RFC 3339 timestamp: the wall clock, read here in the binary only.
+#[allow(clippy::disallowed_methods)]
+pub fn timestamp() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A plan id: the time it was made and a digest of its content.
+pub fn plan_id(plan: &Plan) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(plan).unwrap_or_default().hash(&mut h);
+    #[allow(clippy::disallowed_methods)]
+    let at = chrono::Utc::now().format("%Y%m%d-%H%M%S");
+    format!("{at}-{:06x}", h.finish() & 0xff_ffff)
+}
+
+/// Progress: a bar on a terminal, a log line every few seconds elsewhere; and the kill
+/// points of the crash tests (`KOPPEL_TEST_PAUSE_AT=N` stops at the N-th checkpoint).
+pub struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    last_log: std::sync::Mutex<Instant>,
+    checkpoints: AtomicUsize,
+    pause_at: Option<usize>,
+}
+
+impl Progress {
+    pub fn new(quiet: bool) -> Self {
+        use std::io::IsTerminal;
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let b = indicatif::ProgressBar::new(0);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} actions · {per_sec} · eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b
+        });
+        Self {
+            bar,
+            last_log: std::sync::Mutex::new(Instant::now()),
+            checkpoints: AtomicUsize::new(0),
+            pause_at: std::env::var("KOPPEL_TEST_PAUSE_AT")
+                .ok()
+                .and_then(|v| v.parse().ok()),
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl Observer for Progress {
+    fn progress(&self, done: usize, total: usize) {
+        if let Some(b) = &self.bar {
+            b.set_length(total as u64);
+            b.set_position(done as u64);
+            return;
+        }
+        if let Ok(mut last) = self.last_log.lock()
+            && (last.elapsed() >= Duration::from_secs(5) || (done == total && total > 0))
+        {
+            *last = Instant::now();
+            tracing::info!("applied {done} of {total} actions");
+        }
+    }
+
+    fn checkpoint(&self, point: &str) {
+        let n = self.checkpoints.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.pause_at == Some(n) {
+            // The crash test kills the process here with SIGKILL.
+            eprintln!("KOPPEL-PAUSED {n} {point}");
+            loop {
+                std::thread::sleep(Duration::from_secs(60));
+            }
+        }
+    }
+}
+
+pub fn batch_size() -> usize {
+    std::env::var("KOPPEL_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(1000)
+}
+
+/// What `koppel apply` was asked to do.
+pub enum Request {
+    PlanAndApply,
+    Saved(String),
+    Approve(String),
+    Reject(String),
+}
+
+/// Plans (or takes a saved plan) and applies it. Returns the reports of resumed runs and of
+/// this one, for the caller to print.
+pub struct Applied {
+    pub resumed: Vec<Report>,
+    pub report: Option<Report>,
+    pub plan: Option<StoredPlan>,
+    pub breaches: Vec<koppel_core::threshold::ThresholdBreach>,
+    pub snapshot: Option<Snapshot>,
+}
+
+pub struct Context<'a> {
+    pub config: &'a CompiledConfig,
+    pub config_path: &'a Path,
+    pub store: &'a SqliteStore,
+    pub targets: &'a BTreeMap<String, Arc<dyn Target>>,
+    pub now: Date,
+    pub actor: &'a str,
+    pub observer: &'a dyn Observer,
+}
+
+impl Context<'_> {
+    fn engine(&self) -> Engine<'_> {
+        Engine {
+            config: self.config,
+            store: self.store,
+            targets: self.targets,
+            actor: self.actor,
+            clock: &timestamp,
+            batch_size: batch_size(),
+            observer: self.observer,
+        }
+    }
+
+    async fn audit_event(
+        &self,
+        event: AuditEvent,
+        plan: &StoredPlan,
+        note: &str,
+    ) -> anyhow::Result<()> {
+        self.store
+            .audit_append(&[AuditRecord {
+                at: timestamp(),
+                actor: self.actor.to_owned(),
+                event,
+                plan_id: Some(plan.id.clone()),
+                target: None,
+                person: None,
+                action: None,
+                permission: None,
+                before: serde_json::Value::Null,
+                after: serde_json::Value::Null,
+                reasons: Vec::new(),
+                error: (!note.is_empty()).then(|| note.to_owned()),
+            }])
+            .await?;
+        Ok(())
+    }
+
+    /// Plans the current sources against the store.
+    pub async fn plan(
+        &self,
+    ) -> anyhow::Result<(Plan, Snapshot, KnownState, Vec<koppel_core::Diagnostic>)> {
+        let (snapshot, diags) =
+            crate::run::fetch(self.config, &crate::run::base_dir(self.config_path))?;
+        let known = self.store.known_state().await?;
+        let previous = self.store.previous_snapshot().await?;
+        let mut plan = koppel_core::plan(&PlanInput {
+            config: self.config,
+            snapshot: &snapshot,
+            previous: previous.as_ref(),
+            known: &known,
+            now: self.now,
+        });
+        plan.diagnostics.extend(diags.iter().cloned());
+        plan.diagnostics.sort();
+        Ok((plan, snapshot, known, diags))
+    }
+
+    pub async fn save(
+        &self,
+        plan: Plan,
+        status: PlanStatus,
+        withheld: Vec<(String, ActionKind)>,
+        note: &str,
+    ) -> anyhow::Result<StoredPlan> {
+        let stored = StoredPlan {
+            id: plan_id(&plan),
+            created_at: timestamp(),
+            state_version: self.store.state_version().await?,
+            status,
+            plan,
+            withheld,
+            note: note.to_owned(),
+        };
+        self.store.save_plan(&stored).await?;
+        Ok(stored)
+    }
+
+    pub async fn apply(&self, request: Request) -> anyhow::Result<Applied> {
+        let engine = self.engine();
+        let known = self.store.known_state().await?;
+        let resumed = engine.resume(&known, self.now).await?;
+        let mut out = Applied {
+            resumed,
+            report: None,
+            plan: None,
+            breaches: Vec::new(),
+            snapshot: None,
+        };
+        match request {
+            Request::Reject(id) => {
+                let stored = self.held(&id).await?;
+                self.store
+                    .set_plan_status(&id, PlanStatus::Rejected)
+                    .await?;
+                self.audit_event(AuditEvent::Rejected, &stored, "").await?;
+                out.plan = Some(stored);
+            }
+            Request::Approve(id) => {
+                let stored = self.held(&id).await?;
+                self.audit_event(AuditEvent::Approved, &stored, "").await?;
+                let known = self.store.known_state().await?;
+                out.report = Some(
+                    engine
+                        .execute(&stored, &known, Mode::Approved, self.now)
+                        .await?,
+                );
+                out.plan = Some(stored);
+            }
+            Request::Saved(id) => {
+                let Some(mut stored) = self.store.plan(&id).await? else {
+                    bail!("there is no saved plan {id:?} (see `koppel plan --save`)");
+                };
+                if stored.status != PlanStatus::Saved {
+                    bail!(
+                        "plan {id} is {:?}, not a saved plan waiting to be applied",
+                        stored.status
+                    );
+                }
+                let version = self.store.state_version().await?;
+                if version != stored.state_version {
+                    bail!(
+                        "plan {id} was made against state version {}, the store is at {version}: \
+                         something was applied since. Make a new plan.",
+                        stored.state_version
+                    );
+                }
+                if !stored.plan.held.is_empty() {
+                    bail!("plan {id} is held by the source guards; approve it with --approve {id}");
+                }
+                let known = self.store.known_state().await?;
+                out.breaches = koppel_core::threshold::check(self.config, &stored.plan, &known);
+                stored.withheld = out
+                    .breaches
+                    .iter()
+                    .map(|b| (b.target.clone(), b.kind))
+                    .collect();
+                stored.status = PlanStatus::Applying;
+                self.store.save_plan(&stored).await?;
+                out.report = Some(
+                    engine
+                        .execute(&stored, &known, Mode::Normal, self.now)
+                        .await?,
+                );
+                out.plan = Some(stored);
+            }
+            Request::PlanAndApply => {
+                let (plan, snapshot, known, _) = self.plan().await?;
+                if !plan.held.is_empty() {
+                    // The source guards hold everything: approval releases the whole plan.
+                    let mut kinds: Vec<(String, ActionKind)> = plan
+                        .actions
+                        .iter()
+                        .map(|a| (a.target.clone(), a.kind))
+                        .collect();
+                    kinds.sort();
+                    kinds.dedup();
+                    let note = plan
+                        .held
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    let stored = self.save(plan, PlanStatus::Held, kinds, &note).await?;
+                    self.audit_event(AuditEvent::Held, &stored, &note).await?;
+                    out.plan = Some(stored);
+                    out.snapshot = Some(snapshot);
+                    return Ok(out);
+                }
+                out.breaches = koppel_core::threshold::check(self.config, &plan, &known);
+                let withheld = out
+                    .breaches
+                    .iter()
+                    .map(|b| (b.target.clone(), b.kind))
+                    .collect();
+                let note = out
+                    .breaches
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let empty = plan.is_empty();
+                let stored = self
+                    .save(plan, PlanStatus::Applying, withheld, &note)
+                    .await?;
+                if !out.breaches.is_empty() {
+                    self.audit_event(AuditEvent::Held, &stored, &note).await?;
+                }
+                let report = if empty {
+                    self.store
+                        .set_plan_status(&stored.id, PlanStatus::Applied)
+                        .await?;
+                    Report {
+                        plan_id: stored.id.clone(),
+                        ..Report::default()
+                    }
+                } else {
+                    engine
+                        .execute(&stored, &known, Mode::Normal, self.now)
+                        .await?
+                };
+                if report.complete() {
+                    self.store.save_snapshot(&snapshot).await?;
+                }
+                out.report = Some(report);
+                out.plan = Some(stored);
+                out.snapshot = Some(snapshot);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn held(&self, id: &str) -> anyhow::Result<StoredPlan> {
+        let Some(stored) = self.store.plan(id).await? else {
+            bail!("there is no plan {id:?}");
+        };
+        if stored.status != PlanStatus::Held {
+            bail!(
+                "plan {id} is {:?}: only a held plan can be approved or rejected",
+                stored.status
+            );
+        }
+        Ok(stored)
+    }
+}
+
+/// Prints one execution report; returns whether anything failed or is left over.
+pub fn print_report(r: &Report, label: &str) -> bool {
+    let mut parts: Vec<String> = Vec::new();
+    let mut totals: BTreeMap<ActionKind, usize> = BTreeMap::new();
+    for per in r.counts.values() {
+        for (k, n) in per {
+            *totals.entry(*k).or_default() += n;
+        }
+    }
+    for k in ActionKind::ALL {
+        if let Some(n) = totals.get(&k) {
+            parts.push(format!("{n} {}", k.as_str()));
+        }
+    }
+    println!(
+        "{label} {}: {} action{} applied{}",
+        r.plan_id,
+        r.applied,
+        plural(r.applied),
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", parts.join(", "))
+        }
+    );
+    for f in &r.failed {
+        println!(
+            "  failed: {} {} for {}: {}",
+            f.action.target,
+            f.action.kind.as_str(),
+            f.action.person,
+            f.error
+        );
+    }
+    if r.skipped > 0 {
+        println!(
+            "  {} action{} skipped: they depend on a failed one; the next run retries them",
+            r.skipped,
+            plural(r.skipped)
+        );
+    }
+    if r.withheld > 0 {
+        println!(
+            "  {} action{} withheld by thresholds until approved",
+            r.withheld,
+            plural(r.withheld)
+        );
+    }
+    for (t, e) in &r.unavailable {
+        println!("  target {t} unavailable ({e}): run `koppel apply` again to finish");
+    }
+    !r.failed.is_empty() || !r.unavailable.is_empty()
+}
+
+pub fn audit_filter(
+    person: Option<String>,
+    target: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+) -> AuditFilter {
+    AuditFilter {
+        person,
+        target,
+        from,
+        to,
+        limit: None,
+    }
+}
