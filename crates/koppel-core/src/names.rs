@@ -106,9 +106,47 @@ pub fn partner_name(name: &PersonName) -> String {
 /// `B` "de Vries", `P` the partner's name, `BP` "Jansen-de Vries" (birth, then partner),
 /// `PB` "de Vries-Jansen". When one of the two names is missing, the other is used alone.
 pub fn family_name(name: &PersonName) -> String {
-    let birth = birth_name(name);
-    let partner = partner_name(name);
-    combine(name.convention, birth, partner)
+    let mut out = String::with_capacity(name.family.len() + name.partner.len() + 16);
+    write_family_name(name, &mut out);
+    out
+}
+
+/// [`family_name`], appended to `out`.
+pub fn write_family_name(name: &PersonName, out: &mut String) {
+    let birth = [name.family_prefix.as_str(), name.family.as_str()];
+    let partner = [name.partner_prefix.as_str(), name.partner.as_str()];
+    let (has_birth, has_partner) = (has_words(&birth), has_words(&partner));
+    let parts: &[&[&str; 2]] = match (name.convention, has_birth, has_partner) {
+        (_, _, false) | (NamingConvention::B, true, true) => &[&birth],
+        (_, false, true) | (NamingConvention::P, true, true) => &[&partner],
+        (NamingConvention::BP, true, true) => &[&birth, &partner],
+        (NamingConvention::PB, true, true) => &[&partner, &birth],
+    };
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push('-');
+        }
+        push_words(out, *part);
+    }
+}
+
+fn has_words(parts: &[&str]) -> bool {
+    parts
+        .iter()
+        .any(|p| p.contains(|c: char| !c.is_whitespace()))
+}
+
+/// Appends the words of `parts` single-spaced; returns whether there were any.
+fn push_words(out: &mut String, parts: &[&str]) -> bool {
+    let mut wrote = false;
+    for word in parts.iter().flat_map(|p| p.split_whitespace()) {
+        if wrote {
+            out.push(' ');
+        }
+        out.push_str(word);
+        wrote = true;
+    }
+    wrote
 }
 
 fn combine(convention: NamingConvention, birth: String, partner: String) -> String {
@@ -167,16 +205,28 @@ pub fn family_name_sort(name: &PersonName) -> String {
 /// The person's initials in "J.P." form: the `initials` field when set (normalised), else the
 /// first letter of each given name. Dutch "IJ" counts as one letter: "IJsbrand" → "IJ.".
 pub fn initials(name: &PersonName) -> String {
+    let mut out = String::with_capacity(8);
+    write_initials(name, &mut out);
+    out
+}
+
+/// [`initials`], appended to `out`.
+pub fn write_initials(name: &PersonName, out: &mut String) {
     if name.initials.trim().is_empty() {
-        initials_of_given(&name.given)
+        push_initials_of_given(&name.given, out);
     } else {
-        normalize_initials(&name.initials)
+        push_normalized_initials(&name.initials, out);
     }
 }
 
 /// "Jan Pieter" → "J.P.", "Jan-Willem" → "J.W.".
 pub fn initials_of_given(given: &str) -> String {
     let mut out = String::new();
+    push_initials_of_given(given, &mut out);
+    out
+}
+
+fn push_initials_of_given(given: &str, out: &mut String) {
     for word in given.split(|c: char| c.is_whitespace() || c == '-' || c == '.') {
         let mut chars = word.chars().filter(|c| c.is_alphanumeric());
         let Some(first) = chars.next() else {
@@ -188,14 +238,18 @@ pub fn initials_of_given(given: &str) -> String {
         }
         out.push('.');
     }
-    out
 }
 
 /// "JP", "J P", "j.p" and "J.P." all become "J.P."; dotted multi-letter initials such as
 /// "Th.J." keep their letters: "Th.J.".
 pub fn normalize_initials(initials: &str) -> String {
-    let has_separators = initials.contains('.') || initials.trim().contains(char::is_whitespace);
     let mut out = String::new();
+    push_normalized_initials(initials, &mut out);
+    out
+}
+
+fn push_normalized_initials(initials: &str, out: &mut String) {
+    let has_separators = initials.contains('.') || initials.trim().contains(char::is_whitespace);
     if has_separators {
         for part in initials.split(|c: char| c == '.' || c.is_whitespace()) {
             let mut chars = part.chars().filter(|c| c.is_alphanumeric());
@@ -212,17 +266,32 @@ pub fn normalize_initials(initials: &str) -> String {
             out.push('.');
         }
     }
-    out
 }
 
 /// Nickname (else given name), a space, and the family name: single-spaced and trimmed.
 pub fn display_name(name: &PersonName) -> String {
+    let mut out =
+        String::with_capacity(name.given.len() + name.family.len() + name.partner.len() + 16);
+    write_display_name(name, &mut out);
+    out
+}
+
+/// [`display_name`], appended to `out`.
+pub fn write_display_name(name: &PersonName, out: &mut String) {
     let first = if name.nickname.trim().is_empty() {
         &name.given
     } else {
         &name.nickname
     };
-    join_words(&[first, &family_name(name)])
+    let wrote_first = push_words(out, &[first]);
+    if wrote_first {
+        out.push(' ');
+    }
+    let before_family = out.len();
+    write_family_name(name, out);
+    if wrote_first && out.len() == before_family {
+        out.pop();
+    }
 }
 
 /// Drops whitespace, apostrophes, hyphens and dots, the characters usernames leave out:

@@ -92,16 +92,6 @@ impl<'a> V<'a> {
         })
     }
 
-    pub(crate) fn into_bool(self) -> Result<bool, EvalError> {
-        match self {
-            V::Bool(b) => Ok(b),
-            other => Err(EvalError::new(format!(
-                "expected bool, got {}",
-                other.describe()
-            ))),
-        }
-    }
-
     pub(crate) fn into_string(self) -> Result<String, EvalError> {
         match self {
             V::Str(s) => Ok(s.into_owned()),
@@ -165,16 +155,6 @@ fn compare(a: &V<'_>, b: &V<'_>, op: &str) -> Result<Ordering, EvalError> {
         _ => None,
     };
     ord.ok_or_else(|| no_overload(op, &[a, b]))
-}
-
-fn bool_of(v: Result<V<'_>, EvalError>) -> Result<bool, EvalError> {
-    match v? {
-        V::Bool(b) => Ok(b),
-        other => Err(EvalError::new(format!(
-            "expected bool, got {}",
-            other.describe()
-        ))),
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -290,6 +270,52 @@ pub(crate) enum ContractField {
     Sequence,
 }
 
+/// A model field read directly: what comparisons with constants fuse with.
+#[derive(Debug)]
+pub(crate) enum Field {
+    Person(PersonField),
+    Contract(ContractRef, ContractField),
+    Custom(Box<str>),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Op {
+    Eq,
+    Ne,
+    Cmp(Cmp),
+}
+
+#[derive(Debug)]
+pub(crate) struct FieldOp {
+    field: Field,
+    op: Op,
+    value: Const,
+}
+
+impl Field {
+    /// The field of `node`, if it is a plain field read.
+    fn of(node: Node) -> Result<Field, Node> {
+        match node {
+            Node::Person(f) => Ok(Field::Person(f)),
+            Node::Contract(src, f) => Ok(Field::Contract(src, f)),
+            Node::Custom(Key::Const(k)) => Ok(Field::Custom(k)),
+            other => Err(other),
+        }
+    }
+
+    #[inline]
+    fn get<'a>(&'a self, cx: &Cx<'a>) -> Result<V<'a>, EvalError> {
+        match self {
+            Field::Person(f) => Ok(person_field(*f, cx)),
+            Field::Contract(src, f) => Ok(contract_field(src.get(cx)?, *f, cx)),
+            Field::Custom(k) => match cx.vars.person.custom.get(k.as_ref()) {
+                Some(v) => Ok(str_v(v)),
+                None => Err(missing_custom(k)),
+            },
+        }
+    }
+}
+
 /// A map key: known when compiling, or computed.
 #[derive(Debug)]
 pub(crate) enum Key {
@@ -379,12 +405,18 @@ pub(crate) enum Node {
     In(Box<(Node, Node)>),
     /// `x in ["a", "b"]`, the list known when compiling.
     InConsts(Box<Node>, Box<[Const]>),
+    /// `field <op> constant`, the commonest condition, without evaluating two subnodes.
+    FieldOp(Box<FieldOp>),
+    /// `field in ["a", "b"]`
+    FieldIn(Box<(Field, Box<[Const]>)>),
     Arith(Arith, Box<(Node, Node)>),
     Neg(Box<Node>),
     List(Box<[Node]>),
     Size(Box<Node>),
     StrTest(StrTest, Box<(Node, Node)>),
     Matches(Box<Node>, Box<regex::Regex>),
+    /// `a + b + ...` of strings, built in one buffer.
+    Concat(Box<[Node]>),
     StrFn(StrFn, Box<Node>),
     ToString(Box<Node>),
     ToInt(Box<Node>),
@@ -461,6 +493,33 @@ struct Compiler<'e> {
 
 fn b<T>(t: T) -> Box<T> {
     Box::new(t)
+}
+
+/// `field <op> constant` (or `constant <op> field`) as one node; the operands back when
+/// they are not of that shape.
+fn fuse(l: Node, op: Op, r: Node) -> Result<Node, (Node, Node)> {
+    let mirrored = |op: Op| match op {
+        Op::Cmp(Cmp::Lt) => Op::Cmp(Cmp::Gt),
+        Op::Cmp(Cmp::Le) => Op::Cmp(Cmp::Ge),
+        Op::Cmp(Cmp::Gt) => Op::Cmp(Cmp::Lt),
+        Op::Cmp(Cmp::Ge) => Op::Cmp(Cmp::Le),
+        other => other,
+    };
+    match (l, r) {
+        (l, Node::Const(value)) => match Field::of(l) {
+            Ok(field) => Ok(Node::FieldOp(b(FieldOp { field, op, value }))),
+            Err(l) => Err((l, Node::Const(value))),
+        },
+        (Node::Const(value), r) => match Field::of(r) {
+            Ok(field) => Ok(Node::FieldOp(b(FieldOp {
+                field,
+                op: mirrored(op),
+                value,
+            }))),
+            Err(r) => Err((Node::Const(value), r)),
+        },
+        (l, r) => Err((l, r)),
+    }
 }
 
 impl Compiler<'_> {
@@ -680,10 +739,11 @@ impl Compiler<'_> {
                 let r = self.any(r)?;
                 let node = match (l, r) {
                     (C::Val(l, _), C::Val(r, _)) => {
-                        if eq {
-                            N::Eq(b((l, r)))
-                        } else {
-                            N::Ne(b((l, r)))
+                        let op = if eq { Op::Eq } else { Op::Ne };
+                        match fuse(l, op, r) {
+                            Ok(fused) => fused,
+                            Err((l, r)) if eq => N::Eq(b((l, r))),
+                            Err((l, r)) => N::Ne(b((l, r))),
                         }
                     }
                     (C::Obj(Obj::Contract(src)), C::Val(N::Const(Const::Null), _))
@@ -709,7 +769,10 @@ impl Compiler<'_> {
                     _ => Cmp::Ge,
                 };
                 let ((l, _), (r, _)) = self.args2(args)?;
-                bool_node(N::Cmp(op, b((l, r))))
+                match fuse(l, Op::Cmp(op), r) {
+                    Ok(fused) => bool_node(fused),
+                    Err((l, r)) => bool_node(N::Cmp(op, b((l, r)))),
+                }
             }
             (operators::IN, [l, r]) => {
                 let (l, _) = self.value(l)?;
@@ -731,7 +794,10 @@ impl Compiler<'_> {
                         })
                         .collect();
                     if let Some(consts) = consts.filter(|_| list.optional_indices.is_empty()) {
-                        return bool_node(N::InConsts(b(l), consts.into()));
+                        return bool_node(match Field::of(l) {
+                            Ok(field) => N::FieldIn(b((field, consts.into()))),
+                            Err(l) => N::InConsts(b(l), consts.into()),
+                        });
                     }
                 }
                 let node = match self.any(r)? {
@@ -762,6 +828,17 @@ impl Compiler<'_> {
                 // A date minus a date is a duration, which only the interpreter has.
                 if matches!(op, Arith::Sub) && lt.may_be_date() && rt.may_be_date() {
                     return unsupported();
+                }
+                // Strings concatenate into one buffer: flatten `a + b + c`.
+                if matches!(op, Arith::Add) && lt == Ty::Str && rt == Ty::Str {
+                    let mut parts = Vec::new();
+                    for n in [l, r] {
+                        match n {
+                            N::Concat(ps) => parts.extend(ps.into_vec()),
+                            n => parts.push(n),
+                        }
+                    }
+                    return Ok(C::Val(N::Concat(parts.into()), Ty::Str));
                 }
                 let ty = match (lt, rt) {
                     (Ty::Int, Ty::Int) => Ty::Int,
@@ -1037,6 +1114,21 @@ pub(crate) fn eval<'a>(
     node.eval(&cx)
 }
 
+/// Evaluates a condition.
+pub(crate) fn test<'a>(
+    node: &'a Node,
+    scope: &Scope<'a>,
+    shared: &'a Shared,
+) -> Result<bool, EvalError> {
+    let cx = Cx {
+        vars: scope.vars,
+        extra: scope.extra,
+        translit: &shared.translit,
+        loops: [None; MAX_LOOPS],
+    };
+    node.test(&cx)
+}
+
 fn str_arg<'v, 'a>(v: &'v V<'a>, function: &str) -> Result<&'v str, EvalError> {
     match v {
         V::Str(s) => Ok(s),
@@ -1134,200 +1226,221 @@ fn str_v(s: &str) -> V<'_> {
 }
 
 impl Node {
+    /// The node's value.
     fn eval<'a>(&'a self, cx: &Cx<'a>) -> Result<V<'a>, EvalError> {
         use Node as N;
         Ok(match self {
             N::Const(c) => c.v(),
             N::Now => V::Date(cx.vars.now),
-            N::Extra(name) => match cx.extra.iter().find(|(n, _)| n == name) {
-                Some((_, v)) => attr(v),
-                None => {
-                    return Err(EvalError::new(format!(
-                        "variable '{name}' is only bound while generating a value"
-                    )));
-                }
-            },
-            N::Person(f) => {
-                let p = cx.vars.person;
-                let n = &p.name;
-                use PersonField as P;
-                match f {
-                    P::ExternalId => str_v(&p.external_id),
-                    P::Email => str_v(&p.email),
-                    P::Phone => str_v(&p.phone),
-                    P::Excluded => V::Bool(p.excluded),
-                    P::Active => V::Bool(p.is_active_on(cx.vars.now)),
-                    P::Given => str_v(&n.given),
-                    P::Nickname => str_v(&n.nickname),
-                    P::Initials => str_v(&n.initials),
-                    P::FamilyPrefix => str_v(&n.family_prefix),
-                    P::Family => str_v(&n.family),
-                    P::PartnerPrefix => str_v(&n.partner_prefix),
-                    P::Partner => str_v(&n.partner),
-                    P::Convention => str_v(n.convention.as_str()),
-                }
+            N::Extra(name) => extra(name, cx)?,
+            N::Person(f) => person_field(*f, cx),
+            N::Contract(src, f) => contract_field(src.get(cx)?, *f, cx),
+            N::NameFn(_) | N::Concat(_) => {
+                let mut out = String::with_capacity(48);
+                self.write(cx, &mut out)?;
+                V::Str(Cow::Owned(out))
             }
-            N::Contract(src, f) => {
-                let c = src.get(cx)?;
-                use ContractField as F;
-                let dept = || cx.vars.org.department(&c.department);
-                match f {
-                    F::Id => str_v(&c.id),
-                    F::Start => V::Date(c.start),
-                    F::End => c.end.map_or(V::Null, V::Date),
-                    F::Active => V::Bool(c.is_active_on(cx.vars.now)),
-                    F::DepartmentCode => str_v(&c.department),
-                    F::DepartmentName => str_v(dept().map_or("", |d| d.name.as_str())),
-                    F::DepartmentParent => str_v(dept().map_or("", |d| d.parent.as_str())),
-                    F::DepartmentManager => str_v(dept().map_or("", |d| d.manager.as_str())),
-                    F::TitleCode => str_v(&c.title.code),
-                    F::TitleName => str_v(&c.title.name),
-                    F::Location => str_v(&c.location),
-                    F::CostCentre => str_v(&c.cost_centre),
-                    F::Manager => str_v(super::manager_of(cx.vars.org, cx.vars.person, c)),
-                    F::EmploymentType => str_v(&c.employment_type),
-                    F::Fte => V::Double(c.fte.unwrap_or(0.0)),
-                    F::HoursPerWeek => V::Double(c.hours_per_week.unwrap_or(0.0)),
-                    F::Sequence => V::Int(c.sequence),
-                }
-            }
-            N::ContractExists(src) => {
-                src.get(cx)?;
-                V::Bool(true)
-            }
-            N::ContractIsNull(src) => V::Bool(match src {
-                ContractRef::Scope => cx.vars.contract.is_none(),
-                ContractRef::Primary => cx.vars.primary.is_none(),
-                other => {
-                    other.get(cx)?;
-                    false
-                }
-            }),
-            N::NameFn(f) => {
-                let n = &cx.vars.person.name;
-                V::Str(Cow::Owned(match f {
-                    NameFn::Initials => names::initials(n),
-                    NameFn::FamilyName => names::family_name(n),
-                    NameFn::FamilyNameSort => names::family_name_sort(n),
-                    NameFn::DisplayName => names::display_name(n),
-                }))
-            }
-            N::Custom(k) => {
-                let key = key_str(k, cx)?;
-                match cx.vars.person.custom.get(key.as_ref()) {
-                    Some(v) => str_v(v),
-                    None => {
-                        return Err(EvalError::new(format!(
-                            "no such key '{key}' in person.custom (test with has(person.custom.{key}))"
-                        )));
-                    }
-                }
-            }
-            N::CustomHas(k) => {
-                V::Bool(cx.vars.person.custom.contains_key(key_str(k, cx)?.as_ref()))
-            }
-            N::CustomContains(v) => V::Bool(map_contains(&cx.vars.person.custom, &v.eval(cx)?)?),
+            N::Custom(k) => custom(k, cx)?,
             N::CustomSize => V::Int(cx.vars.person.custom.len() as i64),
             N::ContractsSize => V::Int(cx.vars.person.contracts.len() as i64),
-            N::Quantifier { all, slot, body } => {
-                // CEL's rule: the deciding value (false for all, true for exists) wins over
-                // errors from other elements; otherwise an error wins over the default.
-                let decider = !*all;
-                let mut error = None;
-                let mut inner = *cx;
-                for c in &cx.vars.person.contracts {
-                    inner.loops[*slot] = Some(c);
-                    match bool_of(body.eval(&inner)) {
-                        Ok(b) if b == decider => return Ok(V::Bool(decider)),
-                        Ok(_) => {}
-                        Err(e) => error = Some(e),
-                    }
-                }
-                match error {
-                    Some(e) => return Err(e),
-                    None => V::Bool(*all),
-                }
-            }
-            N::Account(t, f) => {
-                let fields = account(t, cx)?;
-                let field = key_str(f, cx)?;
-                match fields.get(field.as_ref()) {
-                    Some(v) => attr(v),
-                    None => {
-                        let t = key_str(t, cx)?;
-                        return Err(EvalError::new(format!(
-                            "no such key '{field}' in accounts.{t} (test with has(accounts.{t}.{field}))"
-                        )));
-                    }
-                }
-            }
-            N::AccountHas(t) => V::Bool(cx.vars.accounts.contains_key(key_str(t, cx)?.as_ref())),
-            N::AccountFieldHas(t, f) => {
-                let fields = account(t, cx)?;
-                V::Bool(fields.contains_key(key_str(f, cx)?.as_ref()))
-            }
-            N::AccountsContains(v) => V::Bool(map_contains(cx.vars.accounts, &v.eval(cx)?)?),
-            N::AccountFieldsContains(t, v) => {
-                let fields = account(t, cx)?;
-                V::Bool(map_contains(fields, &v.eval(cx)?)?)
-            }
+            N::Account(t, f) => account_field(t, f, cx)?,
             N::AccountsSize => V::Int(cx.vars.accounts.len() as i64),
             N::AccountFieldsSize(t) => V::Int(account(t, cx)?.len() as i64),
-            N::Not(a) => match a.eval(cx)? {
-                V::Bool(b) => V::Bool(!b),
-                other => return Err(no_overload("!_", &[&other])),
-            },
-            N::And(lr) => return logic(&lr.0, &lr.1, cx, false),
-            N::Or(lr) => return logic(&lr.0, &lr.1, cx, true),
             N::Cond(ctf) => {
-                if bool_of(ctf.0.eval(cx))? {
-                    return ctf.1.eval(cx);
-                }
-                return ctf.2.eval(cx);
-            }
-            N::Eq(lr) => {
-                let l = lr.0.eval(cx)?;
-                let r = lr.1.eval(cx)?;
-                V::Bool(equal(&l, &r))
-            }
-            N::Ne(lr) => {
-                let l = lr.0.eval(cx)?;
-                let r = lr.1.eval(cx)?;
-                V::Bool(!equal(&l, &r))
-            }
-            N::Cmp(op, lr) => {
-                let l = lr.0.eval(cx)?;
-                let r = lr.1.eval(cx)?;
-                let name = match op {
-                    Cmp::Lt => operators::LESS,
-                    Cmp::Le => operators::LESS_EQUALS,
-                    Cmp::Gt => operators::GREATER,
-                    Cmp::Ge => operators::GREATER_EQUALS,
+                return if ctf.0.test(cx)? {
+                    ctf.1.eval(cx)
+                } else {
+                    ctf.2.eval(cx)
                 };
-                let ord = compare(&l, &r, name)?;
-                V::Bool(match op {
-                    Cmp::Lt => ord == Ordering::Less,
-                    Cmp::Le => ord != Ordering::Greater,
-                    Cmp::Gt => ord == Ordering::Greater,
-                    Cmp::Ge => ord != Ordering::Less,
-                })
-            }
-            N::In(lr) => {
-                let l = lr.0.eval(cx)?;
-                match lr.1.eval(cx)? {
-                    V::List(items) => V::Bool(items.iter().any(|i| equal(i, &l))),
-                    other => return Err(no_overload(operators::IN, &[&l, &other])),
-                }
-            }
-            N::InConsts(l, consts) => {
-                let l = l.eval(cx)?;
-                V::Bool(consts.iter().any(|c| equal(&c.v(), &l)))
             }
             N::Arith(op, lr) => {
                 let l = lr.0.eval(cx)?;
                 let r = lr.1.eval(cx)?;
                 arith(*op, l, r)?
             }
+            N::StrFn(f, a) => str_fn(*f, a.eval(cx)?, cx)?,
+            N::ContractExists(_)
+            | N::ContractIsNull(_)
+            | N::CustomHas(_)
+            | N::CustomContains(_)
+            | N::Quantifier { .. }
+            | N::AccountHas(_)
+            | N::AccountFieldHas(..)
+            | N::AccountsContains(_)
+            | N::AccountFieldsContains(..)
+            | N::Not(_)
+            | N::And(_)
+            | N::Or(_)
+            | N::Eq(_)
+            | N::Ne(_)
+            | N::Cmp(..)
+            | N::In(_)
+            | N::InConsts(..)
+            | N::FieldOp(_)
+            | N::FieldIn(_)
+            | N::StrTest(..)
+            | N::Matches(..)
+            | N::InTreeScope(_)
+            | N::InTree(_) => V::Bool(self.test(cx)?),
+            N::Neg(_)
+            | N::List(_)
+            | N::Size(_)
+            | N::ToString(_)
+            | N::ToInt(_)
+            | N::DaysUntil(_)
+            | N::DaysSince(_)
+            | N::AddDays(_)
+            | N::Iso(_)
+            | N::Date(_) => self.eval_other(cx)?,
+        })
+    }
+
+    /// The node's value as a condition: a bool without building a value where the node is
+    /// one CEL types as bool; any other value is an error naming its type.
+    fn test<'a>(&'a self, cx: &Cx<'a>) -> Result<bool, EvalError> {
+        use Node as N;
+        match self {
+            N::Const(Const::Bool(b)) => Ok(*b),
+            N::Person(PersonField::Excluded) => Ok(cx.vars.person.excluded),
+            N::Person(PersonField::Active) => Ok(cx.vars.person.is_active_on(cx.vars.now)),
+            N::Contract(src, ContractField::Active) => Ok(src.get(cx)?.is_active_on(cx.vars.now)),
+            N::ContractExists(src) => src.get(cx).map(|_| true),
+            N::ContractIsNull(src) => match src {
+                ContractRef::Scope => Ok(cx.vars.contract.is_none()),
+                ContractRef::Primary => Ok(cx.vars.primary.is_none()),
+                other => other.get(cx).map(|_| false),
+            },
+            N::CustomHas(k) => Ok(cx.vars.person.custom.contains_key(key_str(k, cx)?.as_ref())),
+            N::CustomContains(v) => map_contains(&cx.vars.person.custom, &v.eval(cx)?),
+            N::Quantifier { all, slot, body } => quantifier(*all, *slot, body, cx),
+            N::AccountHas(t) => Ok(cx.vars.accounts.contains_key(key_str(t, cx)?.as_ref())),
+            N::AccountFieldHas(t, f) => {
+                let fields = account(t, cx)?;
+                Ok(fields.contains_key(key_str(f, cx)?.as_ref()))
+            }
+            N::AccountsContains(v) => map_contains(cx.vars.accounts, &v.eval(cx)?),
+            N::AccountFieldsContains(t, v) => {
+                let fields = account(t, cx)?;
+                map_contains(fields, &v.eval(cx)?)
+            }
+            N::Not(a) => a.test(cx).map(|b| !b),
+            N::And(lr) => logic(&lr.0, &lr.1, cx, false),
+            N::Or(lr) => logic(&lr.0, &lr.1, cx, true),
+            N::Cond(ctf) => {
+                if ctf.0.test(cx)? {
+                    ctf.1.test(cx)
+                } else {
+                    ctf.2.test(cx)
+                }
+            }
+            N::Eq(lr) => {
+                let l = lr.0.eval(cx)?;
+                Ok(equal(&l, &lr.1.eval(cx)?))
+            }
+            N::Ne(lr) => {
+                let l = lr.0.eval(cx)?;
+                Ok(!equal(&l, &lr.1.eval(cx)?))
+            }
+            N::Cmp(op, lr) => {
+                let l = lr.0.eval(cx)?;
+                let r = lr.1.eval(cx)?;
+                cmp(*op, &l, &r)
+            }
+            N::InConsts(l, consts) => {
+                let l = l.eval(cx)?;
+                Ok(consts.iter().any(|c| equal(&c.v(), &l)))
+            }
+            N::FieldOp(f) => {
+                let v = f.field.get(cx)?;
+                let c = f.value.v();
+                match f.op {
+                    Op::Eq => Ok(equal(&v, &c)),
+                    Op::Ne => Ok(!equal(&v, &c)),
+                    Op::Cmp(op) => cmp(op, &v, &c),
+                }
+            }
+            N::FieldIn(fc) => {
+                let v = fc.0.get(cx)?;
+                Ok(fc.1.iter().any(|c| equal(&c.v(), &v)))
+            }
+            N::In(lr) => {
+                let l = lr.0.eval(cx)?;
+                match lr.1.eval(cx)? {
+                    V::List(items) => Ok(items.iter().any(|i| equal(i, &l))),
+                    other => Err(no_overload(operators::IN, &[&l, &other])),
+                }
+            }
+            N::StrTest(test, lr) => str_test(*test, lr.0.eval(cx)?, lr.1.eval(cx)?),
+            N::Matches(s, re) => {
+                let s = s.eval(cx)?;
+                Ok(re.is_match(str_arg(&s, "matches")?))
+            }
+            N::InTreeScope(root) => {
+                let root = root.eval(cx)?;
+                let root = str_arg(&root, "in_department_tree")?;
+                Ok(cx
+                    .vars
+                    .contract
+                    .or(cx.vars.primary)
+                    .is_some_and(|c| cx.vars.org.in_tree(&c.department, root)))
+            }
+            N::InTree(cr) => {
+                let code = cr.0.eval(cx)?;
+                let root = cr.1.eval(cx)?;
+                Ok(cx.vars.org.in_tree(
+                    str_arg(&code, "in_department_tree")?,
+                    str_arg(&root, "in_department_tree")?,
+                ))
+            }
+            _ => match self.eval(cx)? {
+                V::Bool(b) => Ok(b),
+                other => Err(expected_bool(&other)),
+            },
+        }
+    }
+
+    /// Appends the node's string value to `out`: string concatenations and koppel's name
+    /// functions build their result in one buffer instead of one string per step.
+    fn write<'a>(&'a self, cx: &Cx<'a>, out: &mut String) -> Result<(), EvalError> {
+        use Node as N;
+        match self {
+            N::Concat(parts) => {
+                for p in parts.iter() {
+                    p.write(cx, out)?;
+                }
+            }
+            N::NameFn(f) => {
+                let n = &cx.vars.person.name;
+                match f {
+                    NameFn::Initials => names::write_initials(n, out),
+                    NameFn::FamilyName => names::write_family_name(n, out),
+                    NameFn::FamilyNameSort => out.push_str(&names::family_name_sort(n)),
+                    NameFn::DisplayName => names::write_display_name(n, out),
+                }
+            }
+            N::StrFn(f, a) => {
+                let start = out.len();
+                a.write(cx, out)?;
+                transform_tail(*f, out, start, cx.translit);
+            }
+            _ => match self.eval(cx)? {
+                V::Str(s) => out.push_str(&s),
+                other => {
+                    return Err(no_overload(
+                        operators::ADD,
+                        &[&V::Str(Cow::Borrowed("")), &other],
+                    ));
+                }
+            },
+        }
+        Ok(())
+    }
+
+    /// The nodes seldom on a hot path, out of line to keep `eval`'s frame small.
+    #[inline(never)]
+    fn eval_other<'a>(&'a self, cx: &Cx<'a>) -> Result<V<'a>, EvalError> {
+        use Node as N;
+        Ok(match self {
             N::Neg(a) => match a.eval(cx)? {
                 V::Int(i) => V::Int(
                     i.checked_neg()
@@ -1348,53 +1461,6 @@ impl Node {
                 V::List(l) => V::Int(l.len() as i64),
                 other => return Err(no_overload("size", &[&other])),
             },
-            N::StrTest(test, lr) => {
-                let s = lr.0.eval(cx)?;
-                let a = lr.1.eval(cx)?;
-                let name = match test {
-                    StrTest::StartsWith => "startsWith",
-                    StrTest::EndsWith => "endsWith",
-                    StrTest::Contains => "contains",
-                };
-                let (V::Str(s), V::Str(a)) = (&s, &a) else {
-                    return Err(no_overload(name, &[&s, &a]));
-                };
-                V::Bool(match test {
-                    StrTest::StartsWith => s.starts_with(a.as_ref()),
-                    StrTest::EndsWith => s.ends_with(a.as_ref()),
-                    StrTest::Contains => s.contains(a.as_ref()),
-                })
-            }
-            N::Matches(s, re) => {
-                let s = s.eval(cx)?;
-                V::Bool(re.is_match(str_arg(&s, "matches")?))
-            }
-            N::StrFn(f, a) => {
-                let v = a.eval(cx)?;
-                let name = match f {
-                    StrFn::Lower => "lower",
-                    StrFn::Upper => "upper",
-                    StrFn::Trim => "trim",
-                    StrFn::Ascii => "ascii",
-                    StrFn::Compact => "compact",
-                };
-                let V::Str(s) = v else {
-                    return Err(no_overload(name, &[&v]));
-                };
-                V::Str(match f {
-                    StrFn::Lower => lower(s),
-                    StrFn::Upper => upper(s),
-                    StrFn::Trim => trim(s),
-                    StrFn::Ascii => match cx.translit.ascii(&s) {
-                        Cow::Borrowed(_) => s,
-                        Cow::Owned(o) => Cow::Owned(o),
-                    },
-                    StrFn::Compact => match names::compact(&s) {
-                        Cow::Borrowed(_) => s,
-                        Cow::Owned(o) => Cow::Owned(o),
-                    },
-                })
-            }
             N::ToString(a) => match a.eval(cx)? {
                 V::Str(s) => V::Str(s),
                 V::Int(i) => V::Str(Cow::Owned(i.to_string())),
@@ -1440,47 +1506,234 @@ impl Node {
                         .map_err(|m| EvalError::new(format!("date(): {m}")))?,
                 )
             }
-            N::InTreeScope(root) => {
-                let root = root.eval(cx)?;
-                let root = str_arg(&root, "in_department_tree")?;
-                match cx.vars.contract.or(cx.vars.primary) {
-                    Some(c) => V::Bool(cx.vars.org.in_tree(&c.department, root)),
-                    None => V::Bool(false),
-                }
-            }
-            N::InTree(cr) => {
-                let code = cr.0.eval(cx)?;
-                let root = cr.1.eval(cx)?;
-                V::Bool(cx.vars.org.in_tree(
-                    str_arg(&code, "in_department_tree")?,
-                    str_arg(&root, "in_department_tree")?,
-                ))
-            }
+            other => return other.eval(cx),
         })
     }
 }
 
-/// `&&` (`or: false`) and `||` with CEL's error absorption: the left side's error gives way
-/// when the right side decides.
-fn logic<'a>(l: &'a Node, r: &'a Node, cx: &Cx<'a>, or: bool) -> Result<V<'a>, EvalError> {
-    let decider = or;
-    let left = bool_of(l.eval(cx));
-    if left == Ok(decider) {
-        return Ok(V::Bool(decider));
+#[cold]
+fn expected_bool(v: &V<'_>) -> EvalError {
+    EvalError::new(format!("expected bool, got {}", v.describe()))
+}
+
+#[inline(never)]
+fn extra<'a>(name: &str, cx: &Cx<'a>) -> Result<V<'a>, EvalError> {
+    match cx.extra.iter().find(|(n, _)| *n == name) {
+        Some((_, v)) => Ok(attr(v)),
+        None => Err(EvalError::new(format!(
+            "variable '{name}' is only bound while generating a value"
+        ))),
     }
-    let right = r.eval(cx)?;
-    match (left, &right) {
-        (Ok(_), V::Bool(b)) => Ok(V::Bool(*b)),
-        (Err(_), V::Bool(b)) if *b == decider => Ok(V::Bool(decider)),
-        (Err(e), _) => Err(e),
-        (Ok(_), other) => Err(no_overload(
-            if or {
-                operators::LOGICAL_OR
-            } else {
-                operators::LOGICAL_AND
-            },
-            &[&V::Bool(!decider), other],
-        )),
+}
+
+fn person_field<'a>(f: PersonField, cx: &Cx<'a>) -> V<'a> {
+    let p = cx.vars.person;
+    let n = &p.name;
+    use PersonField as P;
+    match f {
+        P::ExternalId => str_v(&p.external_id),
+        P::Email => str_v(&p.email),
+        P::Phone => str_v(&p.phone),
+        P::Excluded => V::Bool(p.excluded),
+        P::Active => V::Bool(p.is_active_on(cx.vars.now)),
+        P::Given => str_v(&n.given),
+        P::Nickname => str_v(&n.nickname),
+        P::Initials => str_v(&n.initials),
+        P::FamilyPrefix => str_v(&n.family_prefix),
+        P::Family => str_v(&n.family),
+        P::PartnerPrefix => str_v(&n.partner_prefix),
+        P::Partner => str_v(&n.partner),
+        P::Convention => str_v(n.convention.as_str()),
+    }
+}
+
+fn contract_field<'a>(c: &'a Contract, f: ContractField, cx: &Cx<'a>) -> V<'a> {
+    use ContractField as F;
+    let dept = || cx.vars.org.department(&c.department);
+    match f {
+        F::Id => str_v(&c.id),
+        F::Start => V::Date(c.start),
+        F::End => c.end.map_or(V::Null, V::Date),
+        F::Active => V::Bool(c.is_active_on(cx.vars.now)),
+        F::DepartmentCode => str_v(&c.department),
+        F::DepartmentName => str_v(dept().map_or("", |d| d.name.as_str())),
+        F::DepartmentParent => str_v(dept().map_or("", |d| d.parent.as_str())),
+        F::DepartmentManager => str_v(dept().map_or("", |d| d.manager.as_str())),
+        F::TitleCode => str_v(&c.title.code),
+        F::TitleName => str_v(&c.title.name),
+        F::Location => str_v(&c.location),
+        F::CostCentre => str_v(&c.cost_centre),
+        F::Manager => str_v(super::manager_of(cx.vars.org, cx.vars.person, c)),
+        F::EmploymentType => str_v(&c.employment_type),
+        F::Fte => V::Double(c.fte.unwrap_or(0.0)),
+        F::HoursPerWeek => V::Double(c.hours_per_week.unwrap_or(0.0)),
+        F::Sequence => V::Int(c.sequence),
+    }
+}
+
+fn custom<'a>(k: &'a Key, cx: &Cx<'a>) -> Result<V<'a>, EvalError> {
+    let key = key_str(k, cx)?;
+    match cx.vars.person.custom.get(key.as_ref()) {
+        Some(v) => Ok(str_v(v)),
+        None => Err(missing_custom(&key)),
+    }
+}
+
+#[cold]
+fn missing_custom(key: &str) -> EvalError {
+    EvalError::new(format!(
+        "no such key '{key}' in person.custom (test with has(person.custom.{key}))"
+    ))
+}
+
+#[inline(never)]
+fn account_field<'a>(t: &'a Key, f: &'a Key, cx: &Cx<'a>) -> Result<V<'a>, EvalError> {
+    let fields = account(t, cx)?;
+    let field = key_str(f, cx)?;
+    match fields.get(field.as_ref()) {
+        Some(v) => Ok(attr(v)),
+        None => {
+            let t = key_str(t, cx)?;
+            Err(EvalError::new(format!(
+                "no such key '{field}' in accounts.{t} (test with has(accounts.{t}.{field}))"
+            )))
+        }
+    }
+}
+
+/// `person.contracts.exists(c, body)` (`all: false`) or `.all(c, body)`. CEL's rule: the
+/// deciding value (true for exists, false for all) wins over errors from other elements;
+/// otherwise an error wins over the default.
+#[inline(never)]
+fn quantifier<'a>(all: bool, slot: usize, body: &'a Node, cx: &Cx<'a>) -> Result<bool, EvalError> {
+    let decider = !all;
+    let mut error = None;
+    let mut inner = *cx;
+    for c in &cx.vars.person.contracts {
+        inner.loops[slot] = Some(c);
+        match body.test(&inner) {
+            Ok(b) if b == decider => return Ok(decider),
+            Ok(_) => {}
+            Err(e) => error = Some(e),
+        }
+    }
+    match error {
+        Some(e) => Err(e),
+        None => Ok(all),
+    }
+}
+
+fn cmp(op: Cmp, l: &V<'_>, r: &V<'_>) -> Result<bool, EvalError> {
+    let name = match op {
+        Cmp::Lt => operators::LESS,
+        Cmp::Le => operators::LESS_EQUALS,
+        Cmp::Gt => operators::GREATER,
+        Cmp::Ge => operators::GREATER_EQUALS,
+    };
+    let ord = compare(l, r, name)?;
+    Ok(match op {
+        Cmp::Lt => ord == Ordering::Less,
+        Cmp::Le => ord != Ordering::Greater,
+        Cmp::Gt => ord == Ordering::Greater,
+        Cmp::Ge => ord != Ordering::Less,
+    })
+}
+
+fn str_test(test: StrTest, s: V<'_>, a: V<'_>) -> Result<bool, EvalError> {
+    let (V::Str(s), V::Str(a)) = (&s, &a) else {
+        let name = match test {
+            StrTest::StartsWith => "startsWith",
+            StrTest::EndsWith => "endsWith",
+            StrTest::Contains => "contains",
+        };
+        return Err(no_overload(name, &[&s, &a]));
+    };
+    Ok(match test {
+        StrTest::StartsWith => s.starts_with(a.as_ref()),
+        StrTest::EndsWith => s.ends_with(a.as_ref()),
+        StrTest::Contains => s.contains(a.as_ref()),
+    })
+}
+
+fn str_fn_name(f: StrFn) -> &'static str {
+    match f {
+        StrFn::Lower => "lower",
+        StrFn::Upper => "upper",
+        StrFn::Trim => "trim",
+        StrFn::Ascii => "ascii",
+        StrFn::Compact => "compact",
+    }
+}
+
+/// `lower(s)` and friends on a value; borrowed when nothing changes.
+fn str_fn<'a>(f: StrFn, v: V<'a>, cx: &Cx<'a>) -> Result<V<'a>, EvalError> {
+    let V::Str(s) = v else {
+        return Err(no_overload(str_fn_name(f), &[&v]));
+    };
+    Ok(V::Str(match f {
+        StrFn::Lower => lower(s),
+        StrFn::Upper => upper(s),
+        StrFn::Trim => trim(s),
+        StrFn::Ascii => match cx.translit.ascii(&s) {
+            Cow::Borrowed(_) => s,
+            Cow::Owned(o) => Cow::Owned(o),
+        },
+        StrFn::Compact => match names::compact(&s) {
+            Cow::Borrowed(_) => s,
+            Cow::Owned(o) => Cow::Owned(o),
+        },
+    }))
+}
+
+/// Applies `f` to what `out` holds after `start`, in place where it can.
+fn transform_tail(f: StrFn, out: &mut String, start: usize, translit: &Transliterator) {
+    let tail = &out[start..];
+    let replacement: Option<String> = match f {
+        StrFn::Lower if tail.is_ascii() => {
+            out[start..].make_ascii_lowercase();
+            None
+        }
+        StrFn::Upper if tail.is_ascii() => {
+            out[start..].make_ascii_uppercase();
+            None
+        }
+        StrFn::Lower => Some(tail.to_lowercase()),
+        StrFn::Upper => Some(tail.to_uppercase()),
+        StrFn::Trim => {
+            let lead = tail.len() - tail.trim_start().len();
+            let kept = tail.trim().len();
+            out.replace_range(start..start + lead, "");
+            out.truncate(start + kept);
+            None
+        }
+        StrFn::Ascii => match translit.ascii(tail) {
+            Cow::Borrowed(_) => None,
+            Cow::Owned(o) => Some(o),
+        },
+        StrFn::Compact => match names::compact(tail) {
+            Cow::Borrowed(_) => None,
+            Cow::Owned(o) => Some(o),
+        },
+    };
+    if let Some(r) = replacement {
+        out.truncate(start);
+        out.push_str(&r);
+    }
+}
+
+/// `&&` (`or: false`) and `||` with CEL's error absorption: the left side's error gives way
+/// when the right side decides. An error or non-bool on the right is an error.
+fn logic<'a>(l: &'a Node, r: &'a Node, cx: &Cx<'a>, or: bool) -> Result<bool, EvalError> {
+    let decider = or;
+    let left = l.test(cx);
+    if left == Ok(decider) {
+        return Ok(decider);
+    }
+    let right = r.test(cx)?;
+    match left {
+        Ok(_) => Ok(right),
+        Err(_) if right == decider => Ok(decider),
+        Err(e) => Err(e),
     }
 }
 

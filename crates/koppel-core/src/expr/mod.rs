@@ -222,7 +222,7 @@ impl Expr {
     /// A non-bool result is an error naming the type it got.
     pub fn eval_bool(&self, scope: &Scope<'_>) -> Result<bool, EvalError> {
         match &self.inner.fast {
-            Some(node) => fast::eval(node, scope, &self.inner.shared)?.into_bool(),
+            Some(node) => fast::test(node, scope, &self.inner.shared),
             None => match self.eval_interpreted(scope)? {
                 AttrValue::Bool(b) => Ok(b),
                 other => Err(EvalError::new(format!(
