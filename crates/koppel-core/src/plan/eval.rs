@@ -241,7 +241,7 @@ impl<'a> Ctx<'a> {
                                     e,
                                 );
                             }
-                            Ok(true) => self.entitle(&mut out, ri, ci, c, &cscope, &windows),
+                            Ok(true) => self.entitle(&mut out, ri, ci, c, &cscope, windows),
                             Ok(false) => {}
                         }
                         if explain {

@@ -1,0 +1,356 @@
+//! `koppel apply` end to end on the demo organisation: the joiner/mover/leaver loop into the
+//! built-in directory, thresholds and approval, failures, saved plans and the audit log.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+fn demo_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/demo")
+}
+
+fn use_hr(dir: &Path, which: &str) {
+    std::fs::create_dir_all(dir.join("hr")).unwrap();
+    for f in ["persons.csv", "contracts.csv", "departments.csv"] {
+        std::fs::copy(demo_dir().join(which).join(f), dir.join("hr").join(f)).unwrap();
+    }
+}
+
+fn workspace(config_edit: impl Fn(String) -> String) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(demo_dir().join("koppel.toml")).unwrap();
+    std::fs::write(dir.path().join("koppel.toml"), config_edit(text)).unwrap();
+    use_hr(dir.path(), "hr");
+    dir
+}
+
+fn koppel(dir: &Path) -> Command {
+    let mut c = Command::cargo_bin("koppel").unwrap();
+    c.current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env("KOPPEL_ACTOR", "test")
+        .env_remove("KOPPEL_CONFIG")
+        .env_remove("KOPPEL_STORE")
+        .env_remove("KOPPEL_TEST_PAUSE_AT");
+    c
+}
+
+fn stdout(c: &mut Command) -> String {
+    let o = c.output().unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+}
+
+/// Runs SQL against the store file, as someone editing it behind koppel's back would.
+fn sql(db: &Path, statements: &[&str]) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        for s in statements {
+            // Test-only SQL written in this file: nothing comes from outside.
+            sqlx::query(sqlx::AssertSqlSafe(s.to_string()))
+                .execute(&mut c)
+                .await
+                .unwrap();
+        }
+    });
+}
+
+#[test]
+fn joiner_mover_leaver_loop_with_an_empty_plan_after_each_apply() {
+    let ws = workspace(|t| t);
+    koppel(ws.path())
+        .args(["apply", "--now", "2026-11-23"])
+        .assert()
+        .success();
+    koppel(ws.path())
+        .args(["plan", "--now", "2026-11-23", "--detailed-exitcode"])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("No changes."));
+
+    use_hr(ws.path(), "hr-month-later");
+    koppel(ws.path())
+        .args(["apply", "--now", "2026-12-23"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("disable").and(predicate::str::contains("update")));
+    koppel(ws.path())
+        .args(["plan", "--now", "2026-12-23", "--detailed-exitcode"])
+        .assert()
+        .code(0);
+
+    // The marriage: display name and e-mail follow, the username stays.
+    let out = stdout(koppel(ws.path()).args(["accounts", "directory", "--output", "json"]));
+    let accounts: serde_json::Value = serde_json::from_str(
+        out.lines()
+            .take_while(|l| !l.starts_with("warning"))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .as_str(),
+    )
+    .unwrap();
+    let married = accounts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["attributes"]["employee_id"] == "1000925")
+        .unwrap();
+    let state: serde_json::Value = serde_json::from_str(&stdout(
+        koppel(ws.path()).args(["state", "--output", "json"]),
+    ))
+    .unwrap();
+    let known = &state["targets"]["directory"]["accounts"]["1000925"];
+    assert_eq!(
+        married["attributes"]["mail"], known["attributes"]["mail"],
+        "the directory holds what the store says"
+    );
+    assert_eq!(
+        married["attributes"]["username"],
+        known["attributes"]["username"]
+    );
+
+    // Every change is in the audit log, which verifies.
+    koppel(ws.path())
+        .args(["audit", "--person", "1000925"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("update"));
+    koppel(ws.path())
+        .args(["audit", "verify"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("intact"));
+}
+
+#[test]
+fn a_threshold_withholds_only_its_kind_until_approved() {
+    let ws = workspace(|t| {
+        t.replacen(
+            "lifecycle = { create_days_before = 14, disable_grace_days = 0, delete_after_days = 90 }",
+            "lifecycle = { create_days_before = 14, disable_grace_days = 0, delete_after_days = 90 }\nthresholds = { disable = 2 }",
+            1,
+        )
+    });
+    koppel(ws.path())
+        .args(["apply", "--now", "2026-11-23"])
+        .assert()
+        .success();
+    use_hr(ws.path(), "hr-month-later");
+    let out = stdout(koppel(ws.path()).args(["apply", "--now", "2026-12-23"]));
+    assert!(
+        out.contains("WITHHELD by a threshold: target directory:"),
+        "{out}"
+    );
+    assert!(out.contains("disable actions"), "{out}");
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Approve with `koppel apply --approve "))
+        .and_then(|l| l.split('`').next())
+        .unwrap()
+        .to_owned();
+    // Updates and grants went ahead; the directory's disables wait.
+    let plan = stdout(koppel(ws.path()).args(["plan", "--now", "2026-12-23", "--output", "json"]));
+    let v: serde_json::Value = serde_json::from_str(&plan).unwrap();
+    let kinds: Vec<(&str, &str)> = v["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["target"].as_str().unwrap(), a["kind"].as_str().unwrap()))
+        .collect();
+    assert!(
+        kinds.iter().all(|k| *k == ("directory", "disable")),
+        "{kinds:?}"
+    );
+    assert!(kinds.len() > 2);
+
+    koppel(ws.path())
+        .args(["apply", "--now", "2026-12-23", "--approve", &id])
+        .assert()
+        .success();
+    koppel(ws.path())
+        .args(["plan", "--now", "2026-12-23", "--detailed-exitcode"])
+        .assert()
+        .code(0);
+    koppel(ws.path())
+        .args(["audit"])
+        .assert()
+        .stdout(predicate::str::contains("approved").and(predicate::str::contains("held")));
+    koppel(ws.path())
+        .args(["apply", "--now", "2026-12-23", "--reject", &id])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("only a held plan"));
+}
+
+#[test]
+fn a_rejected_plan_drops_the_withheld_actions() {
+    let ws = workspace(|t| {
+        t.replacen(
+            "[targets.attributes]",
+            "thresholds = { revoke = \"1%\" }\n\n[targets.attributes]",
+            1,
+        )
+    });
+    koppel(ws.path())
+        .args(["apply", "--now", "2026-11-23"])
+        .assert()
+        .success();
+    use_hr(ws.path(), "hr-month-later");
+    let out = stdout(koppel(ws.path()).args(["apply", "--now", "2026-12-23"]));
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Approve with `koppel apply --approve "))
+        .and_then(|l| l.split('`').next())
+        .unwrap()
+        .to_owned();
+    koppel(ws.path())
+        .args(["apply", "--now", "2026-12-23", "--reject", &id])
+        .assert()
+        .success();
+    koppel(ws.path())
+        .args(["audit"])
+        .assert()
+        .stdout(predicate::str::contains("rejected"));
+}
+
+#[test]
+fn a_failing_action_is_recorded_the_rest_goes_on_and_the_next_run_retries() {
+    let ws = workspace(|t| t);
+    koppel(ws.path())
+        .args(["apply", "--now", "2026-11-23"])
+        .assert()
+        .success();
+    // Someone removes a mover's account by hand.
+    sql(
+        &ws.path().join("koppel.db"),
+        &["DELETE FROM dir_accounts WHERE target = 'directory' AND person = '1000026'"],
+    );
+    use_hr(ws.path(), "hr-month-later");
+    let out = koppel(ws.path())
+        .args(["apply", "--now", "2026-12-23"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("failed: directory update for 1000026"),
+        "{text}"
+    );
+    assert!(
+        text.contains("skipped"),
+        "the mover's grants wait for the failed update: {text}"
+    );
+    // Everyone else moved on.
+    let plan = stdout(koppel(ws.path()).args(["plan", "--now", "2026-12-23", "--output", "json"]));
+    let v: serde_json::Value = serde_json::from_str(&plan).unwrap();
+    let persons: std::collections::BTreeSet<&str> = v["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["person"].as_str().unwrap())
+        .collect();
+    assert_eq!(persons.into_iter().collect::<Vec<_>>(), ["1000026"]);
+    koppel(ws.path())
+        .args(["audit", "--person", "1000026"])
+        .assert()
+        .stdout(predicate::str::contains("failed"));
+    // The next run tries again (and fails again, with the same clear message).
+    koppel(ws.path())
+        .args(["apply", "--now", "2026-12-23"])
+        .assert()
+        .failure()
+        .stdout(predicate::str::contains("has no account"));
+}
+
+#[test]
+fn saved_plans_apply_once_and_not_after_the_state_moved() {
+    let ws = workspace(|t| t);
+    let out = koppel(ws.path())
+        .args(["plan", "--now", "2026-11-23", "--summary", "--save"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let id = err
+        .split("saved plan ")
+        .nth(1)
+        .and_then(|s| s.split(':').next())
+        .unwrap()
+        .to_owned();
+    let stale = {
+        let o = koppel(ws.path())
+            .args(["plan", "--now", "2026-11-23", "--summary", "--save"])
+            .output()
+            .unwrap();
+        let e = String::from_utf8_lossy(&o.stderr).into_owned();
+        e.split("saved plan ")
+            .nth(1)
+            .and_then(|s| s.split(':').next())
+            .unwrap()
+            .to_owned()
+    };
+    koppel(ws.path())
+        .args(["apply", &id, "--now", "2026-11-23"])
+        .assert()
+        .success();
+    koppel(ws.path())
+        .args(["apply", &id, "--now", "2026-11-23"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("not a saved plan waiting"));
+    koppel(ws.path())
+        .args(["apply", &stale, "--now", "2026-11-23"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("something was applied since"));
+}
+
+#[test]
+fn audit_verify_detects_a_changed_entry() {
+    let ws = workspace(|t| t);
+    koppel(ws.path())
+        .args(["apply", "--now", "2026-11-23"])
+        .assert()
+        .success();
+    koppel(ws.path())
+        .args(["audit", "verify"])
+        .assert()
+        .success();
+    let db = ws.path().join("koppel.db");
+    let triggers: Vec<String> = {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            use sqlx::{Connection, Row};
+            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+                .await
+                .unwrap();
+            sqlx::query("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+                .fetch_all(&mut c)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<String, _>(0))
+                .collect()
+        })
+    };
+    let mut stmts: Vec<String> = triggers
+        .iter()
+        .map(|t| format!("DROP TRIGGER {t}"))
+        .collect();
+    stmts.push("UPDATE audit SET actor = 'someone else' WHERE seq = 5".to_owned());
+    sql(&db, &stmts.iter().map(String::as_str).collect::<Vec<_>>());
+    koppel(ws.path())
+        .args(["audit", "verify"])
+        .assert()
+        .code(4)
+        .stdout(predicate::str::contains("TAMPERED"));
+}
