@@ -308,3 +308,95 @@ pub fn run(
     );
     Ok(ExitCode::SUCCESS)
 }
+
+/// `koppel bench --apply`: the initial plan for `persons` into the built-in directory (all
+/// three targets kept there), a re-run with no change, and a month of change.
+pub fn run_apply(persons: usize, seed: u64) -> anyhow::Result<ExitCode> {
+    use crate::apply::{Context, Progress, Request};
+    let today = koppel_core::Date::from_ymd_opt(2026, 11, 23).context("a valid date")?;
+    let later = koppel_core::Date::from_ymd_opt(2026, 12, 23).context("a valid date")?;
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("hr");
+    let snapshot = koppel_synth::generate(&koppel_synth::Options::new(persons, seed, today));
+    koppel_synth::write_csv(&snapshot, &data)?;
+    let month = koppel_synth::month_later(
+        &snapshot,
+        &koppel_synth::Changes::default(),
+        seed + 1,
+        later,
+    );
+    let text = bench_config(&snapshot, "hr")
+        .replace("kind = \"scim\"", "kind = \"directory\"")
+        .replace("kind = \"rest\"", "kind = \"directory\"");
+    drop(snapshot);
+    let config_path = dir.path().join("koppel.toml");
+    std::fs::write(&config_path, &text)?;
+    let config = config::load(&text, "bench.toml").map_err(|errs| {
+        anyhow::anyhow!(
+            errs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })?;
+    let progress = Progress::new(true);
+    let rt = crate::apply::runtime()?;
+    let store_path = dir.path().join("koppel.db");
+    let step = |now| -> anyhow::Result<(Duration, usize, usize)> {
+        rt.block_on(async {
+            let t = Instant::now();
+            let store = koppel_store::SqliteStore::open(&store_path).await?;
+            let targets = crate::apply::targets(&config, &store).await?;
+            let ctx = Context {
+                config: &config,
+                config_path: &config_path,
+                store: &store,
+                targets: &targets,
+                now,
+                actor: "koppel bench",
+                observer: &progress,
+            };
+            let applied = ctx.apply(Request::PlanAndApply).await?;
+            let elapsed = t.elapsed();
+            let planned = applied.plan.as_ref().map_or(0, |p| p.plan.actions.len());
+            let report = applied.report.context("the bench plan is not held")?;
+            anyhow::ensure!(
+                report.failed.is_empty(),
+                "{} actions failed: {:?}",
+                report.failed.len(),
+                report.failed.first()
+            );
+            Ok((elapsed, planned, report.applied))
+        })
+    };
+    let (initial, planned, applied) = step(today)?;
+    let (rerun, rerun_planned, rerun_applied) = step(today)?;
+    koppel_synth::write_csv(&month, &data)?;
+    let (monthly, month_planned, month_applied) = step(later)?;
+    let rate = |n: usize, d: Duration| n as f64 / secs(d).max(1e-9);
+    println!(
+        "koppel bench --apply: {persons} persons, 3 targets in the built-in directory, 50 rules"
+    );
+    println!(
+        "  initial apply                  {:>8.2} s  {planned} planned, {applied} applied, {:>8.0} actions/s (whole run: sources, plan, journal, store, audit)",
+        secs(initial),
+        rate(applied, initial)
+    );
+    println!(
+        "  re-run, no change              {:>8.2} s  {rerun_planned} planned, {rerun_applied} applied",
+        secs(rerun)
+    );
+    println!(
+        "  a month of change              {:>8.2} s  {month_planned} planned, {month_applied} applied",
+        secs(monthly)
+    );
+    if let Some(mb) = peak_rss_mb() {
+        println!("  peak memory (VmHWM)            {mb:>8.0} MB");
+    }
+    let size = std::fs::metadata(&store_path).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "  store file                     {:>8.0} MB",
+        size as f64 / 1e6
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -173,6 +173,9 @@ enum Command {
         /// Write the benchmark's data and configuration to this folder instead of measuring.
         #[arg(long)]
         write_to: Option<PathBuf>,
+        /// Measure `koppel apply` into the built-in directory instead of planning alone.
+        #[arg(long)]
+        apply: bool,
     },
 }
 
@@ -309,6 +312,13 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             seed,
             runs,
             write_to,
-        } => bench::run(persons, seed, runs, write_to.as_deref()),
+            apply,
+        } => {
+            if apply {
+                bench::run_apply(persons, seed)
+            } else {
+                bench::run(persons, seed, runs, write_to.as_deref())
+            }
+        }
     }
 }
