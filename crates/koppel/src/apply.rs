@@ -75,14 +75,21 @@ pub fn timestamp() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// A plan id: the time it was made and a digest of its content.
+/// A plan id: the second it was made, and a digest of its content, the exact time and the
+/// process, so that two identical plans saved in the same second still get their own ids.
 pub fn plan_id(plan: &Plan) -> String {
     use std::hash::{Hash, Hasher};
+    #[allow(clippy::disallowed_methods)]
+    let now = chrono::Utc::now();
     let mut h = std::collections::hash_map::DefaultHasher::new();
     serde_json::to_string(plan).unwrap_or_default().hash(&mut h);
-    #[allow(clippy::disallowed_methods)]
-    let at = chrono::Utc::now().format("%Y%m%d-%H%M%S");
-    format!("{at}-{:06x}", h.finish() & 0xff_ffff)
+    now.timestamp_nanos_opt().hash(&mut h);
+    std::process::id().hash(&mut h);
+    format!(
+        "{}-{:06x}",
+        now.format("%Y%m%d-%H%M%S"),
+        h.finish() & 0xff_ffff
+    )
 }
 
 /// Progress: a bar on a terminal, a log line every few seconds elsewhere; and the kill

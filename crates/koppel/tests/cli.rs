@@ -215,9 +215,40 @@ fn explain_says_why_and_refuses_unknown_people() {
 }
 
 #[test]
-fn demo_runs_on_its_embedded_data() {
+fn demo_applies_today_and_a_month_later_the_same_every_time() {
     let tmp = tempfile::tempdir().unwrap();
-    koppel(tmp.path()).arg("demo").assert().success().stdout(
-        predicate::str::contains("Plan:").and(predicate::str::contains("target directory")),
+    let run = || koppel(tmp.path()).arg("demo").output().unwrap();
+    let first = run();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let text = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        text.contains("1. 2026-11-23") && text.contains("2. 2026-12-23"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("planned again right after: no changes")
+            .count(),
+        2,
+        "{text}"
+    );
+    assert!(text.contains(", 0 failed"), "{text}");
+    // Named cases of examples/demo/README.md a month later: a marriage and a leaver.
+    let later = &text[text.find("2. 2026-12-23").unwrap()..];
+    assert!(
+        later.contains("1000925") && later.contains("mail"),
+        "{later}"
+    );
+    assert!(
+        later.contains("1000929") && later.contains("disable"),
+        "{later}"
+    );
+    assert_eq!(
+        run().stdout,
+        first.stdout,
+        "running the demo twice gives the same result"
     );
 }
