@@ -185,6 +185,10 @@ enum AuditCommand {
     Verify,
 }
 
+/// Planning a large population is allocation-bound (see docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn parse_date(s: &str) -> Result<Date, String> {
     s.parse::<Date>()
         .map_err(|e| format!("{s:?} is not a date (expected YYYY-MM-DD): {e}"))
