@@ -552,3 +552,294 @@ async fn speed_of_batches() {
         unique.as_secs_f64() * 1e6
     );
 }
+
+#[tokio::test]
+async fn index_keys_follow_updates_and_deletes() {
+    let (_dir, target) = fresh("directory").await;
+    // Index mail before any account exists, so every later write has to maintain it.
+    assert!(
+        target
+            .is_unique("mail", "x@example.org", None)
+            .await
+            .expect("u")
+    );
+    target
+        .create(&request("1", "Old@Example.org"))
+        .await
+        .expect("create");
+    assert!(
+        !target
+            .is_unique("mail", "old@example.org", None)
+            .await
+            .expect("u")
+    );
+    let change = |v: AttrValue| BTreeMap::from([("mail".to_owned(), v)]);
+    target
+        .update("1", &change(AttrValue::from("New@Example.org")))
+        .await
+        .expect("update");
+    assert!(
+        target
+            .is_unique("mail", "old@example.org", None)
+            .await
+            .expect("u")
+    );
+    assert!(
+        !target
+            .is_unique("mail", "NEW@example.org", None)
+            .await
+            .expect("u")
+    );
+    // A list value is found by each element.
+    target
+        .update(
+            "1",
+            &change(AttrValue::List(vec![
+                "a@x.nl".to_owned(),
+                "B@x.nl".to_owned(),
+            ])),
+        )
+        .await
+        .expect("update");
+    assert!(!target.is_unique("mail", "b@X.NL", None).await.expect("u"));
+    assert!(
+        target
+            .is_unique("mail", "new@example.org", None)
+            .await
+            .expect("u")
+    );
+    target
+        .update("1", &change(AttrValue::Null))
+        .await
+        .expect("clear");
+    assert!(target.is_unique("mail", "a@x.nl", None).await.expect("u"));
+    // Correlation by the new value adopts; after delete nothing is found.
+    target
+        .update("1", &change(AttrValue::from("back@x.nl")))
+        .await
+        .expect("update");
+    let mut by_mail = request("other", "back@x.nl");
+    by_mail.correlation = Some(("mail".to_owned(), AttrValue::from("BACK@x.nl")));
+    assert_eq!(
+        target.create(&by_mail).await,
+        Ok(Created::Adopted("1".to_owned()))
+    );
+    target.delete("1").await.expect("delete");
+    assert!(
+        target
+            .is_unique("mail", "back@x.nl", None)
+            .await
+            .expect("u")
+    );
+    assert_eq!(
+        target
+            .correlate("mail", &AttrValue::from("back@x.nl"))
+            .await
+            .expect("correlate"),
+        None
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_batches_on_one_target_do_not_collide() {
+    let (_dir, target) = fresh("directory").await;
+    let mut tasks = Vec::new();
+    for worker in 0..4 {
+        let target = target.clone();
+        tasks.push(tokio::spawn(async move {
+            // Every worker creates the same people without correlation: each gets its own
+            // account, and no two accounts may share a reference.
+            let ops: Vec<Op> = (0..50)
+                .map(|i| {
+                    let mut req = request(&format!("P{i}"), &format!("p{i}.{worker}@x.nl"));
+                    req.correlation = None;
+                    Op::Create(req)
+                })
+                .collect();
+            target.apply(&ops).await
+        }));
+    }
+    let mut references = std::collections::BTreeSet::new();
+    for task in tasks {
+        for result in task.await.expect("task") {
+            let Ok(Done::Created(created)) = result else {
+                panic!("create failed: {result:?}");
+            };
+            assert!(references.insert(created.reference().to_owned()));
+        }
+    }
+    assert_eq!(references.len(), 200);
+    assert_eq!(target.list_accounts().await.expect("list").len(), 200);
+}
+
+#[tokio::test]
+async fn a_resumed_batch_ends_like_a_clean_one() {
+    let ops: Vec<Op> = (0..40)
+        .flat_map(|i| {
+            let person = format!("E{}", i % 30);
+            [
+                Op::Create(request(&person, &format!("{person}@x.nl"))),
+                Op::Grant {
+                    reference: person.clone(),
+                    permission: format!("g{}", i % 3),
+                },
+                Op::SetEnabled {
+                    reference: person,
+                    enabled: i % 4 != 0,
+                },
+            ]
+        })
+        .collect();
+    let (_d1, clean) = fresh("t").await;
+    clean.apply(&ops).await;
+    for cut in [1, 7, 50, 119] {
+        let (_d2, resumed) = fresh("t").await;
+        // The first run died after `cut` operations were committed; the next run sends all.
+        resumed.apply(&ops[..cut]).await;
+        resumed.apply(&ops).await;
+        assert_eq!(
+            resumed.list_accounts().await.expect("list"),
+            clean.list_accounts().await.expect("list"),
+            "resumed after {cut} ops"
+        );
+    }
+}
+
+/// A directory target with one deliberate fault, to show the conformance suite notices.
+struct Faulty {
+    inner: DirectoryTarget,
+    fault: Fault,
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Fault {
+    /// Ignores the correlation on create.
+    NeverAdopts,
+    /// Succeeds on update of a missing account.
+    QuietOnMissing,
+    /// Compares case-sensitively in is_unique.
+    CaseSensitiveUnique,
+    /// Update replaces all attributes by the changes.
+    UpdateReplacesAll,
+    /// Revoke does nothing.
+    RevokeIgnored,
+}
+
+#[async_trait::async_trait]
+impl Target for Faulty {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    async fn correlate(
+        &self,
+        attribute: &str,
+        value: &AttrValue,
+    ) -> Result<Option<koppel_connectors::target::TargetAccount>, TargetError> {
+        self.inner.correlate(attribute, value).await
+    }
+    async fn get(
+        &self,
+        reference: &str,
+    ) -> Result<Option<koppel_connectors::target::TargetAccount>, TargetError> {
+        self.inner.get(reference).await
+    }
+    async fn create(&self, request: &CreateRequest) -> Result<Created, TargetError> {
+        let mut request = request.clone();
+        if self.fault == Fault::NeverAdopts {
+            request.correlation = None;
+        }
+        self.inner.create(&request).await
+    }
+    async fn update(
+        &self,
+        reference: &str,
+        changes: &BTreeMap<String, AttrValue>,
+    ) -> Result<(), TargetError> {
+        match self.fault {
+            Fault::QuietOnMissing if self.inner.get(reference).await?.is_none() => Ok(()),
+            Fault::UpdateReplacesAll => {
+                let Some(account) = self.inner.get(reference).await? else {
+                    return self.inner.update(reference, changes).await;
+                };
+                let mut all: BTreeMap<String, AttrValue> = account
+                    .attributes
+                    .keys()
+                    .map(|k| (k.clone(), AttrValue::Null))
+                    .collect();
+                all.extend(changes.clone());
+                self.inner.update(reference, &all).await
+            }
+            _ => self.inner.update(reference, changes).await,
+        }
+    }
+    async fn set_enabled(&self, reference: &str, enabled: bool) -> Result<(), TargetError> {
+        self.inner.set_enabled(reference, enabled).await
+    }
+    async fn delete(&self, reference: &str) -> Result<(), TargetError> {
+        self.inner.delete(reference).await
+    }
+    async fn grant(&self, reference: &str, permission: &str) -> Result<(), TargetError> {
+        self.inner.grant(reference, permission).await
+    }
+    async fn revoke(&self, reference: &str, permission: &str) -> Result<(), TargetError> {
+        if self.fault == Fault::RevokeIgnored {
+            return Ok(());
+        }
+        self.inner.revoke(reference, permission).await
+    }
+    async fn list_accounts(
+        &self,
+    ) -> Result<Vec<koppel_connectors::target::TargetAccount>, TargetError> {
+        self.inner.list_accounts().await
+    }
+    async fn list_permissions(&self) -> Result<Vec<String>, TargetError> {
+        self.inner.list_permissions().await
+    }
+    async fn is_unique(
+        &self,
+        attribute: &str,
+        value: &str,
+        except: Option<&str>,
+    ) -> Result<bool, TargetError> {
+        if self.fault == Fault::CaseSensitiveUnique {
+            let taken = self.inner.list_accounts().await?.into_iter().any(|a| {
+                Some(a.reference.as_str()) != except
+                    && a.attributes.get(attribute) == Some(&AttrValue::from(value))
+            });
+            return Ok(!taken);
+        }
+        self.inner.is_unique(attribute, value, except).await
+    }
+    // `apply` stays the trait's default: one call per op, so the faults show in batches too.
+}
+
+#[tokio::test]
+async fn the_conformance_suite_catches_broken_targets() {
+    let cases = [
+        (Fault::NeverAdopts, "create_is_idempotent"),
+        (
+            Fault::QuietOnMissing,
+            "missing_reference_is_no_such_account",
+        ),
+        (
+            Fault::CaseSensitiveUnique,
+            "is_unique_is_case_insensitive_and_honours_except",
+        ),
+        (
+            Fault::UpdateReplacesAll,
+            "update_changes_only_given_attributes",
+        ),
+        (Fault::RevokeIgnored, "revoke_removes"),
+    ];
+    for (fault, check) in cases {
+        let (_dir, inner) = fresh("faulty").await;
+        let target = Faulty { inner, fault };
+        let failures = conformance::run_all(&target, &Fixture::generic("conf"))
+            .await
+            .expect_err("a faulty target must fail");
+        assert!(
+            failures.failed.iter().any(|f| f.check == check),
+            "{fault:?} should fail {check}; got {failures}"
+        );
+    }
+}
