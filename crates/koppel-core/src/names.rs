@@ -297,17 +297,19 @@ pub fn write_display_name(name: &PersonName, out: &mut String) {
 /// Drops whitespace, apostrophes, hyphens and dots, the characters usernames leave out:
 /// "d'Ancona" → "dAncona", "van der Berg" → "vanderBerg", "Jan-Willem" → "JanWillem".
 pub fn compact(s: &str) -> Cow<'_, str> {
-    fn dropped(c: char) -> bool {
-        c.is_whitespace()
-            || matches!(
-                c,
-                '\'' | '`' | '´' | '\u{2018}' | '\u{2019}' | '-' | '\u{2010}' | '\u{2011}' | '.'
-            )
-    }
-    if !s.contains(dropped) {
+    if !s.contains(is_compacted) {
         return Cow::Borrowed(s);
     }
-    Cow::Owned(s.chars().filter(|&c| !dropped(c)).collect())
+    Cow::Owned(s.chars().filter(|&c| !is_compacted(c)).collect())
+}
+
+/// The characters [`compact`] drops.
+pub fn is_compacted(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(
+            c,
+            '\'' | '`' | '´' | '\u{2018}' | '\u{2019}' | '-' | '\u{2010}' | '\u{2011}' | '.'
+        )
 }
 
 #[cfg(test)]

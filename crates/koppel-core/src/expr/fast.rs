@@ -118,17 +118,70 @@ fn attr<'a>(v: &'a AttrValue) -> V<'a> {
     }
 }
 
+/// A scalar borrowed from the model or a constant: what comparisons work on, `Copy` so that
+/// the hot paths carry no drop glue.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum S<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+    Str(&'a str),
+    Date(Date),
+}
+
+impl<'a> From<S<'a>> for V<'a> {
+    #[inline]
+    fn from(s: S<'a>) -> Self {
+        match s {
+            S::Null => V::Null,
+            S::Bool(b) => V::Bool(b),
+            S::Int(i) => V::Int(i),
+            S::Double(d) => V::Double(d),
+            S::Str(s) => V::Str(Cow::Borrowed(s)),
+            S::Date(d) => V::Date(d),
+        }
+    }
+}
+
+impl V<'_> {
+    #[inline]
+    fn scalar(&self) -> Option<S<'_>> {
+        Some(match self {
+            V::Null => S::Null,
+            V::Bool(b) => S::Bool(*b),
+            V::Int(i) => S::Int(*i),
+            V::Double(d) => S::Double(*d),
+            V::Str(s) => S::Str(s),
+            V::Date(d) => S::Date(*d),
+            V::List(_) => return None,
+        })
+    }
+}
+
 /// CEL equality: numbers compare across int and double, other types only with their own.
 fn equal(a: &V<'_>, b: &V<'_>) -> bool {
+    match (a.scalar(), b.scalar()) {
+        (Some(x), Some(y)) => equal_s(x, y),
+        _ => match (a, b) {
+            (V::List(x), V::List(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|(a, b)| equal(a, b))
+            }
+            _ => false,
+        },
+    }
+}
+
+#[inline]
+fn equal_s(a: S<'_>, b: S<'_>) -> bool {
     match (a, b) {
-        (V::Null, V::Null) => true,
-        (V::Bool(x), V::Bool(y)) => x == y,
-        (V::Int(x), V::Int(y)) => x == y,
-        (V::Str(x), V::Str(y)) => x == y,
-        (V::Date(x), V::Date(y)) => x == y,
-        (V::List(x), V::List(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| equal(a, b)),
-        (V::Int(_) | V::Double(_), V::Int(_) | V::Double(_)) => {
-            matches!(compare(a, b, "_==_"), Ok(Ordering::Equal))
+        (S::Str(x), S::Str(y)) => x == y,
+        (S::Null, S::Null) => true,
+        (S::Bool(x), S::Bool(y)) => x == y,
+        (S::Int(x), S::Int(y)) => x == y,
+        (S::Date(x), S::Date(y)) => x == y,
+        (S::Int(_) | S::Double(_), S::Int(_) | S::Double(_)) => {
+            compare_s(a, b) == Some(Ordering::Equal)
         }
         _ => false,
     }
@@ -144,17 +197,25 @@ fn no_overload(function: &str, args: &[&V<'_>]) -> EvalError {
 
 /// CEL ordering for `<` and friends.
 fn compare(a: &V<'_>, b: &V<'_>, op: &str) -> Result<Ordering, EvalError> {
-    let ord = match (a, b) {
-        (V::Int(x), V::Int(y)) => Some(x.cmp(y)),
-        (V::Int(x), V::Double(y)) => (*x as f64).partial_cmp(y),
-        (V::Double(x), V::Int(y)) => x.partial_cmp(&(*y as f64)),
-        (V::Double(x), V::Double(y)) => x.partial_cmp(y),
-        (V::Str(x), V::Str(y)) => Some(x.cmp(y)),
-        (V::Bool(x), V::Bool(y)) => Some(x.cmp(y)),
-        (V::Date(x), V::Date(y)) => Some(x.cmp(y)),
+    match (a.scalar(), b.scalar()) {
+        (Some(x), Some(y)) => compare_s(x, y),
         _ => None,
-    };
-    ord.ok_or_else(|| no_overload(op, &[a, b]))
+    }
+    .ok_or_else(|| no_overload(op, &[a, b]))
+}
+
+#[inline]
+fn compare_s(a: S<'_>, b: S<'_>) -> Option<Ordering> {
+    match (a, b) {
+        (S::Int(x), S::Int(y)) => Some(x.cmp(&y)),
+        (S::Int(x), S::Double(y)) => (x as f64).partial_cmp(&y),
+        (S::Double(x), S::Int(y)) => x.partial_cmp(&(y as f64)),
+        (S::Double(x), S::Double(y)) => x.partial_cmp(&y),
+        (S::Str(x), S::Str(y)) => Some(x.cmp(y)),
+        (S::Bool(x), S::Bool(y)) => Some(x.cmp(&y)),
+        (S::Date(x), S::Date(y)) => Some(x.cmp(&y)),
+        _ => None,
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -172,6 +233,18 @@ pub(crate) enum Const {
 }
 
 impl Const {
+    #[inline]
+    fn s(&self) -> S<'_> {
+        match self {
+            Const::Null => S::Null,
+            Const::Bool(b) => S::Bool(*b),
+            Const::Int(i) => S::Int(*i),
+            Const::Double(d) => S::Double(*d),
+            Const::Str(s) => S::Str(s),
+            Const::Date(d) => S::Date(*d),
+        }
+    }
+
     fn v(&self) -> V<'_> {
         match self {
             Const::Null => V::Null,
@@ -278,7 +351,7 @@ pub(crate) enum Field {
     Custom(Box<str>),
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Op {
     Eq,
     Ne,
@@ -304,12 +377,12 @@ impl Field {
     }
 
     #[inline]
-    fn get<'a>(&'a self, cx: &Cx<'a>) -> Result<V<'a>, EvalError> {
+    fn get<'a>(&'a self, cx: &Cx<'a>) -> Result<S<'a>, EvalError> {
         match self {
             Field::Person(f) => Ok(person_field(*f, cx)),
             Field::Contract(src, f) => Ok(contract_field(src.get(cx)?, *f, cx)),
             Field::Custom(k) => match cx.vars.person.custom.get(k.as_ref()) {
-                Some(v) => Ok(str_v(v)),
+                Some(v) => Ok(S::Str(v)),
                 None => Err(missing_custom(k)),
             },
         }
@@ -332,7 +405,7 @@ pub(crate) enum Arith {
     Mod,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Cmp {
     Lt,
     Le,
@@ -409,6 +482,8 @@ pub(crate) enum Node {
     FieldOp(Box<FieldOp>),
     /// `field in ["a", "b"]`
     FieldIn(Box<(Field, Box<[Const]>)>),
+    /// `expression <op> constant`
+    ValOp(Box<(Node, Op, Const)>),
     Arith(Arith, Box<(Node, Node)>),
     Neg(Box<Node>),
     List(Box<[Node]>),
@@ -506,9 +581,10 @@ fn fuse(l: Node, op: Op, r: Node) -> Result<Node, (Node, Node)> {
         other => other,
     };
     match (l, r) {
+        (Node::Const(x), Node::Const(y)) => Err((Node::Const(x), Node::Const(y))),
         (l, Node::Const(value)) => match Field::of(l) {
             Ok(field) => Ok(Node::FieldOp(b(FieldOp { field, op, value }))),
-            Err(l) => Err((l, Node::Const(value))),
+            Err(l) => Ok(Node::ValOp(b((l, op, value)))),
         },
         (Node::Const(value), r) => match Field::of(r) {
             Ok(field) => Ok(Node::FieldOp(b(FieldOp {
@@ -516,7 +592,7 @@ fn fuse(l: Node, op: Op, r: Node) -> Result<Node, (Node, Node)> {
                 op: mirrored(op),
                 value,
             }))),
-            Err(r) => Err((Node::Const(value), r)),
+            Err(r) => Ok(Node::ValOp(b((r, mirrored(op), value)))),
         },
         (l, r) => Err((l, r)),
     }
@@ -1233,8 +1309,8 @@ impl Node {
             N::Const(c) => c.v(),
             N::Now => V::Date(cx.vars.now),
             N::Extra(name) => extra(name, cx)?,
-            N::Person(f) => person_field(*f, cx),
-            N::Contract(src, f) => contract_field(src.get(cx)?, *f, cx),
+            N::Person(f) => person_field(*f, cx).into(),
+            N::Contract(src, f) => contract_field(src.get(cx)?, *f, cx).into(),
             N::NameFn(_) | N::Concat(_) => {
                 let mut out = String::with_capacity(48);
                 self.write(cx, &mut out)?;
@@ -1278,6 +1354,7 @@ impl Node {
             | N::InConsts(..)
             | N::FieldOp(_)
             | N::FieldIn(_)
+            | N::ValOp(_)
             | N::StrTest(..)
             | N::Matches(..)
             | N::InTreeScope(_)
@@ -1352,16 +1429,33 @@ impl Node {
             }
             N::FieldOp(f) => {
                 let v = f.field.get(cx)?;
-                let c = f.value.v();
+                let c = f.value.s();
                 match f.op {
-                    Op::Eq => Ok(equal(&v, &c)),
-                    Op::Ne => Ok(!equal(&v, &c)),
-                    Op::Cmp(op) => cmp(op, &v, &c),
+                    Op::Eq => Ok(equal_s(v, c)),
+                    Op::Ne => Ok(!equal_s(v, c)),
+                    Op::Cmp(op) => match compare_s(v, c) {
+                        Some(ord) => Ok(cmp_holds(op, ord)),
+                        None => Err(no_overload(cmp_name(op), &[&v.into(), &c.into()])),
+                    },
+                }
+            }
+            N::ValOp(noc) => {
+                let (node, op, c) = &**noc;
+                let v = node.eval(cx)?;
+                let c = c.s();
+                match (op, v.scalar()) {
+                    (Op::Eq, Some(v)) => Ok(equal_s(v, c)),
+                    (Op::Ne, Some(v)) => Ok(!equal_s(v, c)),
+                    (Op::Eq | Op::Ne, None) => Ok(*op == Op::Ne),
+                    (Op::Cmp(op), sv) => match sv.and_then(|sv| compare_s(sv, c)) {
+                        Some(ord) => Ok(cmp_holds(*op, ord)),
+                        None => Err(no_overload(cmp_name(*op), &[&v, &c.into()])),
+                    },
                 }
             }
             N::FieldIn(fc) => {
                 let v = fc.0.get(cx)?;
-                Ok(fc.1.iter().any(|c| equal(&c.v(), &v)))
+                Ok(fc.1.iter().any(|c| equal_s(c.s(), v)))
             }
             N::In(lr) => {
                 let l = lr.0.eval(cx)?;
@@ -1526,48 +1620,48 @@ fn extra<'a>(name: &str, cx: &Cx<'a>) -> Result<V<'a>, EvalError> {
     }
 }
 
-fn person_field<'a>(f: PersonField, cx: &Cx<'a>) -> V<'a> {
+fn person_field<'a>(f: PersonField, cx: &Cx<'a>) -> S<'a> {
     let p = cx.vars.person;
     let n = &p.name;
     use PersonField as P;
     match f {
-        P::ExternalId => str_v(&p.external_id),
-        P::Email => str_v(&p.email),
-        P::Phone => str_v(&p.phone),
-        P::Excluded => V::Bool(p.excluded),
-        P::Active => V::Bool(p.is_active_on(cx.vars.now)),
-        P::Given => str_v(&n.given),
-        P::Nickname => str_v(&n.nickname),
-        P::Initials => str_v(&n.initials),
-        P::FamilyPrefix => str_v(&n.family_prefix),
-        P::Family => str_v(&n.family),
-        P::PartnerPrefix => str_v(&n.partner_prefix),
-        P::Partner => str_v(&n.partner),
-        P::Convention => str_v(n.convention.as_str()),
+        P::ExternalId => S::Str(&p.external_id),
+        P::Email => S::Str(&p.email),
+        P::Phone => S::Str(&p.phone),
+        P::Excluded => S::Bool(p.excluded),
+        P::Active => S::Bool(p.is_active_on(cx.vars.now)),
+        P::Given => S::Str(&n.given),
+        P::Nickname => S::Str(&n.nickname),
+        P::Initials => S::Str(&n.initials),
+        P::FamilyPrefix => S::Str(&n.family_prefix),
+        P::Family => S::Str(&n.family),
+        P::PartnerPrefix => S::Str(&n.partner_prefix),
+        P::Partner => S::Str(&n.partner),
+        P::Convention => S::Str(n.convention.as_str()),
     }
 }
 
-fn contract_field<'a>(c: &'a Contract, f: ContractField, cx: &Cx<'a>) -> V<'a> {
+fn contract_field<'a>(c: &'a Contract, f: ContractField, cx: &Cx<'a>) -> S<'a> {
     use ContractField as F;
     let dept = || cx.vars.org.department(&c.department);
     match f {
-        F::Id => str_v(&c.id),
-        F::Start => V::Date(c.start),
-        F::End => c.end.map_or(V::Null, V::Date),
-        F::Active => V::Bool(c.is_active_on(cx.vars.now)),
-        F::DepartmentCode => str_v(&c.department),
-        F::DepartmentName => str_v(dept().map_or("", |d| d.name.as_str())),
-        F::DepartmentParent => str_v(dept().map_or("", |d| d.parent.as_str())),
-        F::DepartmentManager => str_v(dept().map_or("", |d| d.manager.as_str())),
-        F::TitleCode => str_v(&c.title.code),
-        F::TitleName => str_v(&c.title.name),
-        F::Location => str_v(&c.location),
-        F::CostCentre => str_v(&c.cost_centre),
-        F::Manager => str_v(super::manager_of(cx.vars.org, cx.vars.person, c)),
-        F::EmploymentType => str_v(&c.employment_type),
-        F::Fte => V::Double(c.fte.unwrap_or(0.0)),
-        F::HoursPerWeek => V::Double(c.hours_per_week.unwrap_or(0.0)),
-        F::Sequence => V::Int(c.sequence),
+        F::Id => S::Str(&c.id),
+        F::Start => S::Date(c.start),
+        F::End => c.end.map_or(S::Null, S::Date),
+        F::Active => S::Bool(c.is_active_on(cx.vars.now)),
+        F::DepartmentCode => S::Str(&c.department),
+        F::DepartmentName => S::Str(dept().map_or("", |d| d.name.as_str())),
+        F::DepartmentParent => S::Str(dept().map_or("", |d| d.parent.as_str())),
+        F::DepartmentManager => S::Str(dept().map_or("", |d| d.manager.as_str())),
+        F::TitleCode => S::Str(&c.title.code),
+        F::TitleName => S::Str(&c.title.name),
+        F::Location => S::Str(&c.location),
+        F::CostCentre => S::Str(&c.cost_centre),
+        F::Manager => S::Str(super::manager_of(cx.vars.org, cx.vars.person, c)),
+        F::EmploymentType => S::Str(&c.employment_type),
+        F::Fte => S::Double(c.fte.unwrap_or(0.0)),
+        F::HoursPerWeek => S::Double(c.hours_per_week.unwrap_or(0.0)),
+        F::Sequence => S::Int(c.sequence),
     }
 }
 
@@ -1623,20 +1717,27 @@ fn quantifier<'a>(all: bool, slot: usize, body: &'a Node, cx: &Cx<'a>) -> Result
     }
 }
 
-fn cmp(op: Cmp, l: &V<'_>, r: &V<'_>) -> Result<bool, EvalError> {
-    let name = match op {
+fn cmp_name(op: Cmp) -> &'static str {
+    match op {
         Cmp::Lt => operators::LESS,
         Cmp::Le => operators::LESS_EQUALS,
         Cmp::Gt => operators::GREATER,
         Cmp::Ge => operators::GREATER_EQUALS,
-    };
-    let ord = compare(l, r, name)?;
-    Ok(match op {
+    }
+}
+
+#[inline]
+fn cmp_holds(op: Cmp, ord: Ordering) -> bool {
+    match op {
         Cmp::Lt => ord == Ordering::Less,
         Cmp::Le => ord != Ordering::Greater,
         Cmp::Gt => ord == Ordering::Greater,
         Cmp::Ge => ord != Ordering::Less,
-    })
+    }
+}
+
+fn cmp(op: Cmp, l: &V<'_>, r: &V<'_>) -> Result<bool, EvalError> {
+    Ok(cmp_holds(op, compare(l, r, cmp_name(op))?))
 }
 
 fn str_test(test: StrTest, s: V<'_>, a: V<'_>) -> Result<bool, EvalError> {
@@ -1710,10 +1811,17 @@ fn transform_tail(f: StrFn, out: &mut String, start: usize, translit: &Translite
             Cow::Borrowed(_) => None,
             Cow::Owned(o) => Some(o),
         },
-        StrFn::Compact => match names::compact(tail) {
-            Cow::Borrowed(_) => None,
-            Cow::Owned(o) => Some(o),
-        },
+        StrFn::Compact => {
+            // Remove the dropped characters in place: usernames are short.
+            let mut at = start;
+            while let Some(i) = out[at..].find(names::is_compacted) {
+                let i = at + i;
+                let len = out[i..].chars().next().map_or(1, char::len_utf8);
+                out.replace_range(i..i + len, "");
+                at = i;
+            }
+            None
+        }
     };
     if let Some(r) = replacement {
         out.truncate(start);
