@@ -5,12 +5,26 @@
 //! `fast` runs koppel's evaluator, `interpreted` the `cel` crate's interpreter on the same
 //! expression, `scope` builds a person's `Scope`.
 //!
-//! Figures on the 2-core development machine (release profile, median), see also
-//! `ARCHITECTURE.md`:
+//! Figures on the shared 2-core development machine (release profile, median of 64
+//! evaluations divided by 64, through `Expr::eval`, so bool results included the `AttrValue`
+//! conversion; other engineers were building at the time, so treat them as upper bounds):
 //!
 //! | expression | fast | interpreted |
 //! | --- | --- | --- |
-//! | see the output of the command above | | |
+//! | `contract.department.code == "FIN" && contract.fte >= 0.5` | 90 ns | 614 ns |
+//! | `person.custom.team in ["a", "b"]` | 81 ns | 723 ns |
+//! | `"grp-" + lower(contract.department.code)` | 135 ns | 986 ns |
+//! | `ascii(lower(person.name.given)) + "." + ascii(lower(compact(family_name(person))))` | 507 ns | 3.75 µs |
+//! | `in_department_tree("FIN")` | 144 ns | 824 ns |
+//! | `contract.start <= now && (contract.end == null \|\| contract.end >= now)` | 157 ns | 1.05 µs |
+//! | `person.contracts.exists(c, c.department.code == "HR" && c.active)` | 115 ns | 2.02 µs |
+//! | `days_until(contract.start) <= 14` | 127 ns | 841 ns |
+//! | `contract.title.code.startsWith("T-") ? contract.title.name : "none"` | 153 ns | 1.28 µs |
+//! | `display_name(person)` | 232 ns | 1.28 µs |
+//! | `has(accounts.ad) ? accounts.ad.sAMAccountName : person.external_id` | 148 ns | 937 ns |
+//!
+//! Building a `Scope` (primary contract choice included): 24 ns. Compiling an expression
+//! (parse, check, fast compile): 80 µs.
 
 use std::collections::BTreeMap;
 

@@ -30,7 +30,7 @@ impl Transliterator {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         // Longest first; ties keep the BTreeMap's order, so the choice is deterministic.
-        overrides.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        overrides.sort_by_key(|o| std::cmp::Reverse(o.0.len()));
         let ascii_keys = overrides.iter().any(|(k, _)| k.is_ascii());
         Self {
             overrides,

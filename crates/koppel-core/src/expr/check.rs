@@ -347,17 +347,17 @@ impl Checker<'_> {
     }
 
     fn field(&self, id: u64, operand: Shape, field: &str) -> Result<Shape, CompileError> {
-        if let Some((what, fields)) = fields_of(operand) {
-            if !fields.contains(&field) {
-                return Err(self.error(
-                    self.name_offset(id, field),
-                    format!(
-                        "{what} has no field '{field}'{}; its fields are {}",
-                        suggest(field, fields),
-                        fields.join(", ")
-                    ),
-                ));
-            }
+        if let Some((what, fields)) = fields_of(operand)
+            && !fields.contains(&field)
+        {
+            return Err(self.error(
+                self.name_offset(id, field),
+                format!(
+                    "{what} has no field '{field}'{}; its fields are {}",
+                    suggest(field, fields),
+                    fields.join(", ")
+                ),
+            ));
         }
         Ok(field_shape(operand, field))
     }

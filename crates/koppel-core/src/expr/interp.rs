@@ -318,7 +318,7 @@ struct Base<'a> {
     now: Date,
 }
 
-fn field_name<'i>(idx: &'i dyn Val) -> Result<&'i str, ExecutionError> {
+fn field_name(idx: &dyn Val) -> Result<&str, ExecutionError> {
     idx.downcast_ref::<CelString>()
         .map(|s| s.inner())
         .ok_or_else(|| ExecutionError::UnexpectedType {
