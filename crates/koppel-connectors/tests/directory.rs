@@ -9,6 +9,7 @@ use koppel_connectors::conformance::{self, Fixture};
 use koppel_connectors::directory::{DirectoryTarget, SCHEMA_STEPS};
 use koppel_connectors::target::{CreateRequest, Created, Done, Op, Target, TargetError};
 use koppel_core::AttrValue;
+use koppel_store::SqliteStore;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
@@ -27,10 +28,15 @@ async fn pool(path: &Path) -> SqlitePool {
         .expect("open the test database")
 }
 
+/// A directory target in a fresh koppel store, sharing its file and pool as in production.
 async fn fresh(name: &str) -> (tempfile::TempDir, DirectoryTarget) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let pool = pool(&dir.path().join("koppel.db")).await;
-    let target = DirectoryTarget::new(name, pool).await.expect("directory");
+    let store = SqliteStore::open(&dir.path().join("koppel.db"))
+        .await
+        .expect("open the store");
+    let target = DirectoryTarget::new(name, store.pool().clone())
+        .await
+        .expect("directory");
     (dir, target)
 }
 
@@ -392,6 +398,29 @@ async fn schema_is_created_once_and_a_newer_one_is_refused() {
 }
 
 #[tokio::test]
+async fn lives_beside_the_store_and_survives_reopening_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("koppel.db");
+    {
+        let store = SqliteStore::open(&path).await.expect("store");
+        let target = DirectoryTarget::new("d", store.pool().clone())
+            .await
+            .expect("directory");
+        target
+            .create(&request("1", "1@example.org"))
+            .await
+            .expect("create");
+        store.pool().close().await;
+    }
+    // The store's migrator must not mind the dir_ tables, nor the directory the store's.
+    let store = SqliteStore::open(&path).await.expect("reopen the store");
+    let target = DirectoryTarget::new("d", store.pool().clone())
+        .await
+        .expect("reopen the directory");
+    assert!(target.get("1").await.expect("get").is_some());
+}
+
+#[tokio::test]
 async fn an_empty_name_is_a_config_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pool = pool(&dir.path().join("koppel.db")).await;
@@ -532,7 +561,7 @@ async fn speed_of_batches() {
         );
     };
     println!(
-        "directory target speed ({people} accounts of 12 attributes at the end, WAL, synchronous=NORMAL)"
+        "directory target speed ({people} accounts of 12 attributes at the end, in a koppel store: WAL, synchronous=NORMAL)"
     );
     describe(
         "initial load (1 create with 12 attributes + 2 grants, repeated)",
