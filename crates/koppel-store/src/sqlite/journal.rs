@@ -49,34 +49,55 @@ pub async fn outcomes(
     if outcomes.is_empty() && audit_records.is_empty() {
         return Ok(());
     }
-    let mut marks = Vec::with_capacity(outcomes.len());
+    let mut done = Vec::new();
+    let mut failed = Vec::new();
+    let mut errors = serde_json::Map::new();
     for o in outcomes {
         let seq = to_i64(o.seq, "journal seq")?;
-        marks.push(match &o.result {
-            Ok(_) => (seq, JournalStatus::Done.as_str(), None),
-            Err(e) => (seq, JournalStatus::Failed.as_str(), Some(e.as_str())),
-        });
+        match &o.result {
+            Ok(_) => done.push(seq),
+            Err(e) => {
+                failed.push(seq);
+                errors.insert(seq.to_string(), e.clone().into());
+            }
+        }
     }
 
     let mut tx = begin_write(pool).await?;
 
-    if !marks.is_empty() {
-        let marked = sqlx::query(
-            "UPDATE journal SET status = k.value->>1, error = k.value->>2
-             FROM json_each(?2) AS k
-             WHERE journal.plan_id = ?1 AND journal.seq = k.value->>0
-               AND journal.status = 'pending'",
+    // `seq IN (list)` makes SQLite look each seq up in the (plan_id, seq) index; a join
+    // with json_each let it scan the whole list for every pending row instead.
+    let mut marked = 0;
+    if !done.is_empty() {
+        marked += sqlx::query(
+            "UPDATE journal SET status = 'done', error = NULL
+             WHERE plan_id = ?1 AND seq IN (SELECT value FROM json_each(?2))
+               AND status = 'pending'",
         )
         .bind(plan_id)
-        .bind(to_json(&marks, "outcomes")?)
+        .bind(to_json(&done, "outcomes")?)
         .execute(&mut *tx)
         .await
         .doing("recording outcomes")?
         .rows_affected();
-        if marked != marks.len() as u64 {
-            // Dropping the transaction rolls the marks back.
-            return Err(explain_mismatch(pool, plan_id, outcomes).await);
-        }
+    }
+    if !failed.is_empty() {
+        marked += sqlx::query(
+            "UPDATE journal SET status = 'failed', error = ?3 ->> ('$.\"' || seq || '\"')
+             WHERE plan_id = ?1 AND seq IN (SELECT value FROM json_each(?2))
+               AND status = 'pending'",
+        )
+        .bind(plan_id)
+        .bind(to_json(&failed, "outcomes")?)
+        .bind(to_json(&errors, "outcome errors")?)
+        .execute(&mut *tx)
+        .await
+        .doing("recording failed outcomes")?
+        .rows_affected();
+    }
+    if marked != outcomes.len() as u64 {
+        // Dropping the transaction rolls the marks back.
+        return Err(explain_mismatch(pool, plan_id, outcomes).await);
     }
 
     // The accounts the successes touch, as stored, changed in memory by koppel-core's own

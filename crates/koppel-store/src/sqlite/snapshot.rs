@@ -17,10 +17,15 @@ pub async fn save(pool: &SqlitePool, snapshot: &Snapshot) -> Result<(), StoreErr
     // Serialising 100k persons takes tens of milliseconds; it runs on this thread (and
     // rayon's) because the snapshot is borrowed.
     let departments = to_json(&snapshot.departments, "departments")?;
-    let chunks: Vec<String> = snapshot
+    // Each chunk is hashed where it is serialised, so the hash costs no extra pass.
+    let chunks: Vec<(String, [u8; 32])> = snapshot
         .persons
         .par_chunks(CHUNK)
-        .map(|c| to_json(c, "persons"))
+        .map(|c| {
+            let json = to_json(c, "persons")?;
+            let hash = sha256(&json);
+            Ok::<_, StoreError>((json, hash))
+        })
         .collect::<Result<_, _>>()?;
     let hash = content_hash(&departments, &chunks);
 
@@ -37,7 +42,7 @@ pub async fn save(pool: &SqlitePool, snapshot: &Snapshot) -> Result<(), StoreErr
         .execute(&mut *tx)
         .await
         .doing("replacing the snapshot")?;
-    for (i, chunk) in chunks.iter().enumerate() {
+    for (i, (chunk, _)) in chunks.iter().enumerate() {
         sqlx::query("INSERT INTO snapshot_persons (chunk, persons) VALUES (?1, ?2)")
             .bind(to_i64(i as u64, "snapshot chunk")?)
             .bind(chunk)
@@ -59,13 +64,16 @@ pub async fn save(pool: &SqlitePool, snapshot: &Snapshot) -> Result<(), StoreErr
     tx.commit().await.doing("committing the snapshot")
 }
 
-/// sha256 over the departments and each chunk, each preceded by its length so that no two
-/// different contents give the same byte stream.
-fn content_hash(departments: &str, chunks: &[String]) -> String {
+fn sha256(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
+}
+
+/// sha256 over the departments' hash and each chunk's hash, in order.
+fn content_hash(departments: &str, chunks: &[(String, [u8; 32])]) -> String {
     let mut h = Sha256::new();
-    for part in std::iter::once(departments).chain(chunks.iter().map(String::as_str)) {
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part.as_bytes());
+    h.update(sha256(departments));
+    for (_, chunk) in chunks {
+        h.update(chunk);
     }
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }

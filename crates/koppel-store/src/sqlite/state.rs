@@ -36,6 +36,18 @@ SELECT count(*), max(person), group_concat(rec, '') FROM (
     LIMIT ?3
 )";
 
+/// The same records, each preceded by its target, for a list of (target, person) keys.
+const KEYS_SQL: &str = "
+SELECT group_concat(concat(
+        octet_length(target), ':', target,
+        octet_length(person), ':', person,
+        octet_length(reference), ':', reference,
+        enabled,
+        iif(disabled_on IS NULL, '-', concat(octet_length(disabled_on), ':', disabled_on)),
+        attributes, permissions, generator_inputs), '')
+FROM json_each(?1) AS k
+CROSS JOIN accounts AS a ON a.target = k.value->>0 AND a.person = k.value->>1";
+
 /// The whole known state.
 pub async fn load(pool: &SqlitePool) -> Result<KnownState, StoreError> {
     let targets: Vec<String> = sqlx::query_scalar("SELECT name FROM targets ORDER BY name")
@@ -133,29 +145,34 @@ fn decode_range(text: &str) -> Result<Vec<(String, KnownAccount)>, DecodeError> 
     let mut r = Reader::new(text);
     let mut out = Vec::new();
     while !r.is_empty() {
-        let person = r.string()?;
-        let reference = r.string()?;
-        let enabled = r.flag()?;
-        let disabled_on = match r.optional()? {
-            Some(s) => Some(s.parse::<Date>().map_err(|_| r.error("bad date"))?),
-            None => None,
-        };
-        let attributes = r.attributes()?;
-        let permissions = r.permissions()?;
-        let generator_inputs = r.generator_inputs()?;
-        out.push((
-            person,
-            KnownAccount {
-                reference,
-                attributes,
-                enabled,
-                permissions,
-                disabled_on,
-                generator_inputs,
-            },
-        ));
+        out.push(decode_record(&mut r)?);
     }
     Ok(out)
+}
+
+/// One record of `RANGE_SQL`: the person and their account.
+fn decode_record(r: &mut Reader<'_>) -> Result<(String, KnownAccount), DecodeError> {
+    let person = r.string()?;
+    let reference = r.string()?;
+    let enabled = r.flag()?;
+    let disabled_on = match r.optional()? {
+        Some(s) => Some(s.parse::<Date>().map_err(|_| r.error("bad date"))?),
+        None => None,
+    };
+    let attributes = r.attributes()?;
+    let permissions = r.permissions()?;
+    let generator_inputs = r.generator_inputs()?;
+    Ok((
+        person,
+        KnownAccount {
+            reference,
+            attributes,
+            enabled,
+            permissions,
+            disabled_on,
+            generator_inputs,
+        },
+    ))
 }
 
 fn parse_date(s: &str) -> Result<Date, StoreError> {
@@ -242,45 +259,24 @@ pub async fn read_accounts(
     if keys.is_empty() {
         return Ok(out);
     }
-    let rows = sqlx::query(
-        "SELECT a.target, a.person, a.reference, a.enabled, a.disabled_on, a.attributes,
-                a.permissions, a.generator_inputs
-         FROM json_each(?1) AS k
-         CROSS JOIN accounts AS a ON a.target = k.value->>0 AND a.person = k.value->>1",
-    )
-    .bind(to_json(keys, "account keys")?)
-    .fetch_all(&mut **tx)
-    .await
-    .doing("reading accounts")?;
-    for row in rows {
-        let target: String = get(&row, 0)?;
-        let person: String = get(&row, 1)?;
-        let bad = |e: DecodeError| corrupt(format!("account {person} in {target}: {e}"));
-        let disabled_on: Option<&str> = get(&row, 4)?;
-        let attributes: &str = get(&row, 5)?;
-        let permissions: &str = get(&row, 6)?;
-        let generator_inputs: &str = get(&row, 7)?;
-        let account = KnownAccount {
-            reference: get(&row, 2)?,
-            enabled: get::<i64>(&row, 3)? != 0,
-            disabled_on: disabled_on.map(parse_date).transpose()?,
-            attributes: column(attributes, Reader::attributes).map_err(bad)?,
-            permissions: column(permissions, Reader::permissions).map_err(bad)?,
-            generator_inputs: column(generator_inputs, Reader::generator_inputs).map_err(bad)?,
-        };
+    // One concatenated value rather than a row per account: sqlx's per-row cost was most
+    // of the time of a batch.
+    let text: Option<String> = sqlx::query_scalar(KEYS_SQL)
+        .bind(to_json(keys, "account keys")?)
+        .fetch_one(&mut **tx)
+        .await
+        .doing("reading accounts")?;
+    let text = text.unwrap_or_default();
+    let mut r = Reader::new(&text);
+    while !r.is_empty() {
+        let target = r
+            .string()
+            .map_err(|e| corrupt(format!("account record: {e}")))?;
+        let (person, account) =
+            decode_record(&mut r).map_err(|e| corrupt(format!("account record: {e}")))?;
         out.insert((target, person), account);
     }
     Ok(out)
-}
-
-fn column<'a, T>(
-    text: &'a str,
-    read: impl FnOnce(&mut Reader<'a>) -> Result<T, DecodeError>,
-) -> Result<T, DecodeError> {
-    let mut r = Reader::new(text);
-    let v = read(&mut r)?;
-    r.finish()?;
-    Ok(v)
 }
 
 /// Records values given up by deletes; a later release of the same value moves its date.
