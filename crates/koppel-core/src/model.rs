@@ -13,7 +13,9 @@ pub type Date = NaiveDate;
 ///
 /// `B` is the birth name only, `P` the partner's name only, `BP` birth name then partner's
 /// name ("Jansen-de Vries"), `PB` partner's name then birth name ("de Vries-Jansen").
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub enum NamingConvention {
     #[default]
     B,
