@@ -82,13 +82,13 @@ pub fn squash_spaces(s: &str) -> Cow<'_, str> {
 /// Joins the non-empty parts with single spaces, collapsing whitespace inside them too.
 fn join_words(parts: &[&str]) -> String {
     let mut out = String::new();
-    for word in parts.iter().flat_map(|p| p.split_whitespace()) {
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.push_str(word);
-    }
+    push_words(&mut out, parts);
     out
+}
+
+/// An elided prefix ("d'", "l'") is written against the next word: "d'Ancona".
+fn elided(word: &str) -> bool {
+    word.len() > 1 && (word.ends_with('\'') || word.ends_with('’'))
 }
 
 /// The birth family name with its prefix: "de Vries".
@@ -139,11 +139,13 @@ fn has_words(parts: &[&str]) -> bool {
 /// Appends the words of `parts` single-spaced; returns whether there were any.
 fn push_words(out: &mut String, parts: &[&str]) -> bool {
     let mut wrote = false;
+    let mut glue = false;
     for word in parts.iter().flat_map(|p| p.split_whitespace()) {
-        if wrote {
+        if wrote && !glue {
             out.push(' ');
         }
         out.push_str(word);
+        glue = elided(word);
         wrote = true;
     }
     wrote
@@ -422,6 +424,14 @@ mod tests {
             family_name(&name("", " van  der ", " Berg")),
             "van der Berg"
         );
+    }
+
+    #[test]
+    fn elided_prefix_joins_the_name() {
+        let n = name("Sophie", "d'", "Ancona");
+        assert_eq!(family_name(&n), "d'Ancona");
+        assert_eq!(display_name(&n), "Sophie d'Ancona");
+        assert_eq!(family_name(&name("Jan", "van der", "Berg")), "van der Berg");
     }
 
     #[test]
