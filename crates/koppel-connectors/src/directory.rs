@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use koppel_core::AttrValue;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use sqlx::{SqliteConnection, SqlitePool};
 
 use crate::target::{CreateRequest, Created, Done, Op, Target, TargetAccount, TargetError};
@@ -303,11 +304,10 @@ async fn index_attribute(
     )
     .await?;
     let only = HashSet::from([attribute.to_owned()]);
-    let mut keys: Vec<(&str, String, i64)> = Vec::new();
+    let mut keys: Vec<(String, String, i64)> = Vec::new();
     for account in &accounts {
         keys.extend(
-            account
-                .keys(&only)
+            keys_of(&account.attributes, &only)
                 .into_iter()
                 .map(|(name, folded)| (name, folded, account.id)),
         );
@@ -316,7 +316,7 @@ async fn index_attribute(
     INSERT_KEYS.run(conn, &key_params(&keys)).await
 }
 
-fn key_params<'k>(keys: &'k [(&'k str, String, i64)]) -> Vec<Param<'k>> {
+fn key_params(keys: &[(String, String, i64)]) -> Vec<Param<'_>> {
     keys.iter()
         .flat_map(|(name, folded, id)| [Param::Text(name), Param::Text(folded), Param::Int(*id)])
         .collect()
@@ -518,19 +518,6 @@ impl Stored {
             permissions,
         }
     }
-
-    /// Every (attribute, folded value) of the `indexed` attributes this account has.
-    fn keys<'s>(&'s self, indexed: &HashSet<String>) -> BTreeSet<(&'s str, String)> {
-        let mut keys = BTreeSet::new();
-        for (name, value) in &self.attributes {
-            if indexed.contains(name) {
-                for folded in folded_values(value) {
-                    keys.insert((name.as_str(), folded));
-                }
-            }
-        }
-        keys
-    }
 }
 
 /// An account row as the aggregated queries give it: `[id, reference, person, attributes,
@@ -639,21 +626,24 @@ fn fold_single(value: &AttrValue) -> Option<String> {
 }
 
 /// Sets `changes` on `attributes`; `Null`, empty text and empty lists remove the attribute,
-/// because no target can tell them apart from an absent one.
+/// because no target can tell them apart from an absent one. True when anything changed.
 fn merge_attributes(
     attributes: &mut BTreeMap<String, AttrValue>,
     changes: &BTreeMap<String, AttrValue>,
-) {
+) -> bool {
+    let mut changed = false;
     for (name, value) in changes {
         match value.clone().normalized() {
-            AttrValue::Null => {
-                attributes.remove(name);
-            }
+            AttrValue::Null => changed |= attributes.remove(name).is_some(),
             value => {
-                attributes.insert(name.clone(), value);
+                if attributes.get(name) != Some(&value) {
+                    attributes.insert(name.clone(), value);
+                    changed = true;
+                }
             }
         }
     }
+    changed
 }
 
 /// Rows for a bulk statement, as one JSON array bound to a single parameter.
@@ -661,11 +651,62 @@ fn json_param<T: serde::Serialize + ?Sized>(rows: &T) -> Result<String, sqlx::Er
     serde_json::to_string(rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
-/// Where an account stands in a batch: as it was when the batch began (`None` if the batch
-/// created it) and as it is now (`None` once deleted).
+/// An account inside a batch. Its attributes stay the stored JSON text until an operation
+/// needs them, so the accounts a batch only enables, disables, grants or revokes are never
+/// decoded nor encoded again.
+struct Live {
+    reference: String,
+    person: String,
+    enabled: bool,
+    attributes: Attrs,
+}
+
+enum Attrs {
+    Raw(Box<RawValue>),
+    Decoded(BTreeMap<String, AttrValue>),
+}
+
+/// An account row as the aggregated queries give it, attributes left undecoded.
+#[derive(serde::Deserialize)]
+struct WireLive(i64, String, String, Box<RawValue>, i64);
+
+/// Where an account stands in a batch.
 struct Slot {
-    original: Option<Stored>,
-    current: Option<Stored>,
+    /// As it is now; `None` once deleted.
+    current: Option<Live>,
+    /// Whether it was in the store when the batch began.
+    stored: bool,
+    /// The keys of its indexed attributes when the batch began, taken when its attributes
+    /// are first decoded (empty for an account the batch made).
+    original_keys: Option<BTreeSet<(String, String)>>,
+    /// Whether its row must be written.
+    dirty: bool,
+}
+
+/// Every (attribute, folded value) of the `indexed` attributes in `attributes`.
+fn keys_of(
+    attributes: &BTreeMap<String, AttrValue>,
+    indexed: &HashSet<String>,
+) -> BTreeSet<(String, String)> {
+    let mut keys = BTreeSet::new();
+    for (name, value) in attributes {
+        if indexed.contains(name) {
+            for folded in folded_values(value) {
+                keys.insert((name.clone(), folded));
+            }
+        }
+    }
+    keys
+}
+
+fn damaged(reference: &str, e: &serde_json::Error) -> sqlx::Error {
+    sqlx::Error::Decode(
+        format!(
+            "the attributes of account {reference} are not the JSON koppel wrote ({e}); the \
+             store file is damaged"
+        )
+        .into(),
+    )
 }
 
 /// One batch in progress: a cache of the rows the batch touches, kept complete for every
@@ -775,6 +816,31 @@ impl<'a> Batch<'a> {
         Ok(batch)
     }
 
+    async fn fetch_live(
+        &self,
+        conn: &mut SqliteConnection,
+        sql: &'static str,
+        param: String,
+    ) -> Result<Vec<(i64, Live)>, sqlx::Error> {
+        let rows: Vec<WireLive> = fetch_json(
+            sqlx::query_scalar(sql).bind(&self.dir.name).bind(param),
+            conn,
+        )
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|WireLive(id, reference, person, attributes, enabled)| {
+                let live = Live {
+                    reference,
+                    person,
+                    enabled: enabled != 0,
+                    attributes: Attrs::Raw(attributes),
+                };
+                (id, live)
+            })
+            .collect())
+    }
+
     async fn load_references(
         &mut self,
         conn: &mut SqliteConnection,
@@ -783,14 +849,10 @@ impl<'a> Batch<'a> {
         if references.is_empty() {
             return Ok(());
         }
-        let accounts = fetch_accounts(
-            sqlx::query_scalar(ACCOUNTS_BY_REFERENCE)
-                .bind(&self.dir.name)
-                .bind(json_param(references)?),
-            conn,
-        )
-        .await?;
-        self.admit(accounts);
+        let accounts = self
+            .fetch_live(conn, ACCOUNTS_BY_REFERENCE, json_param(references)?)
+            .await?;
+        self.admit(accounts)?;
         for reference in references {
             self.by_reference
                 .entry((*reference).to_owned())
@@ -807,14 +869,10 @@ impl<'a> Batch<'a> {
         if keys.is_empty() {
             return Ok(());
         }
-        let accounts = fetch_accounts(
-            sqlx::query_scalar(ACCOUNTS_BY_KEY)
-                .bind(&self.dir.name)
-                .bind(json_param(keys)?),
-            conn,
-        )
-        .await?;
-        self.admit(accounts);
+        let accounts = self
+            .fetch_live(conn, ACCOUNTS_BY_KEY, json_param(keys)?)
+            .await?;
+        self.admit(accounts)?;
         self.keys_loaded.extend(keys.iter().cloned());
         Ok(())
     }
@@ -849,46 +907,82 @@ impl<'a> Batch<'a> {
 
     /// Adds accounts read from the store, unless the batch already holds them (then its
     /// copy is the newer one).
-    fn admit(&mut self, accounts: Vec<Stored>) {
-        for account in accounts {
-            if self.slots.contains_key(&account.id) {
+    fn admit(&mut self, accounts: Vec<(i64, Live)>) -> Result<(), sqlx::Error> {
+        for (id, live) in accounts {
+            if self.slots.contains_key(&id) {
                 continue;
             }
             self.by_reference
-                .entry(account.reference.clone())
-                .or_insert(Some(account.id));
-            self.index(&account);
+                .entry(live.reference.clone())
+                .or_insert(Some(id));
             self.slots.insert(
-                account.id,
+                id,
                 Slot {
-                    original: Some(account.clone()),
-                    current: Some(account),
+                    current: Some(live),
+                    stored: true,
+                    original_keys: None,
+                    dirty: false,
                 },
             );
+            // Creates look accounts up by their correlation attributes, so the index over
+            // the batch needs those decoded.
+            if !self.correlation_attributes.is_empty() {
+                self.decode(id)?;
+                self.index(id);
+            }
         }
+        Ok(())
     }
 
-    fn index(&mut self, account: &Stored) {
+    /// Decodes the attributes of account `id` if they are not yet, noting the keys it had.
+    fn decode(&mut self, id: i64) -> Result<(), sqlx::Error> {
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return Ok(());
+        };
+        let Some(live) = slot.current.as_mut() else {
+            return Ok(());
+        };
+        if let Attrs::Raw(raw) = &live.attributes {
+            let Attributes(attributes) =
+                serde_json::from_str(raw.get()).map_err(|e| damaged(&live.reference, &e))?;
+            if slot.original_keys.is_none() {
+                slot.original_keys = Some(keys_of(&attributes, &self.indexed));
+            }
+            live.attributes = Attrs::Decoded(attributes);
+        }
+        Ok(())
+    }
+
+    /// The correlation keys account `id` has now.
+    fn correlation_keys(&self, id: i64) -> Vec<(String, String)> {
+        let Some(Live {
+            attributes: Attrs::Decoded(attributes),
+            ..
+        }) = self.slots.get(&id).and_then(|s| s.current.as_ref())
+        else {
+            return Vec::new();
+        };
+        let mut keys = Vec::new();
         for attribute in &self.correlation_attributes {
-            if let Some(value) = account.attributes.get(attribute) {
+            if let Some(value) = attributes.get(attribute) {
                 for folded in folded_values(value) {
-                    self.key_index
-                        .entry((attribute.clone(), folded))
-                        .or_default()
-                        .insert(account.id);
+                    keys.push((attribute.clone(), folded));
                 }
             }
         }
+        keys
     }
 
-    fn unindex(&mut self, account: &Stored) {
-        for attribute in &self.correlation_attributes {
-            if let Some(value) = account.attributes.get(attribute) {
-                for folded in folded_values(value) {
-                    if let Some(ids) = self.key_index.get_mut(&(attribute.clone(), folded)) {
-                        ids.remove(&account.id);
-                    }
-                }
+    fn index(&mut self, id: i64) {
+        for key in self.correlation_keys(id) {
+            self.key_index.entry(key).or_default().insert(id);
+        }
+    }
+
+    fn unindex(&mut self, id: i64) {
+        for key in self.correlation_keys(id) {
+            if let Some(ids) = self.key_index.get_mut(&key) {
+                ids.remove(&id);
             }
         }
     }
@@ -916,17 +1010,40 @@ impl<'a> Batch<'a> {
         Ok(self.groups.get(name).copied().flatten())
     }
 
-    /// Changes the current state of account `id` through `change`, keeping the index right.
-    fn modify(&mut self, id: i64, change: impl FnOnce(&mut Stored)) {
-        let Some(mut account) = self.slots.get_mut(&id).and_then(|s| s.current.take()) else {
-            return;
-        };
-        self.unindex(&account);
-        change(&mut account);
-        self.index(&account);
-        if let Some(slot) = self.slots.get_mut(&id) {
-            slot.current = Some(account);
+    /// Sets `changes` on the attributes of account `id`, and `enabled` and `person` when
+    /// given, keeping the index right and noting whether anything changed.
+    fn change(
+        &mut self,
+        id: i64,
+        changes: &BTreeMap<String, AttrValue>,
+        enabled: Option<bool>,
+        person: Option<&str>,
+    ) -> Result<(), sqlx::Error> {
+        if !changes.is_empty() {
+            self.decode(id)?;
         }
+        self.unindex(id);
+        if let Some(slot) = self.slots.get_mut(&id)
+            && let Some(live) = slot.current.as_mut()
+        {
+            if let Attrs::Decoded(attributes) = &mut live.attributes {
+                slot.dirty |= merge_attributes(attributes, changes);
+            }
+            if let Some(enabled) = enabled
+                && live.enabled != enabled
+            {
+                live.enabled = enabled;
+                slot.dirty = true;
+            }
+            if let Some(person) = person
+                && live.person != person
+            {
+                person.clone_into(&mut live.person);
+                slot.dirty = true;
+            }
+        }
+        self.index(id);
+        Ok(())
     }
 
     async fn run(&mut self, conn: &mut SqliteConnection, op: &Op) -> Result<OpResult, sqlx::Error> {
@@ -941,20 +1058,24 @@ impl<'a> Batch<'a> {
                 let Some(id) = self.account_id(conn, reference).await? else {
                     return Ok(Err(self.dir.no_such_account(reference)));
                 };
-                self.modify(id, |a| merge_attributes(&mut a.attributes, changes));
+                self.change(id, changes, None, None)?;
                 Ok(Ok(Done::Ok))
             }
             Op::SetEnabled { reference, enabled } => {
                 let Some(id) = self.account_id(conn, reference).await? else {
                     return Ok(Err(self.dir.no_such_account(reference)));
                 };
-                self.modify(id, |a| a.enabled = *enabled);
+                self.change(id, &BTreeMap::new(), Some(*enabled), None)?;
                 Ok(Ok(Done::Ok))
             }
             Op::Delete { reference } => {
                 if let Some(id) = self.account_id(conn, reference).await? {
-                    if let Some(account) = self.slots.get_mut(&id).and_then(|s| s.current.take()) {
-                        self.unindex(&account);
+                    // Decoded first, so the keys it had are known and can be removed.
+                    self.decode(id)?;
+                    self.unindex(id);
+                    if let Some(slot) = self.slots.get_mut(&id) {
+                        slot.current = None;
+                        slot.dirty = true;
                     }
                     // Its memberships go with it when the batch is written.
                     self.by_reference.insert(reference.clone(), None);
@@ -1037,11 +1158,12 @@ impl<'a> Batch<'a> {
                 [] => {}
                 [id] => {
                     let id = *id;
-                    self.modify(id, |a| {
-                        merge_attributes(&mut a.attributes, &request.attributes);
-                        a.enabled = request.enabled;
-                        a.person.clone_from(&request.person);
-                    });
+                    self.change(
+                        id,
+                        &request.attributes,
+                        Some(request.enabled),
+                        Some(&request.person),
+                    )?;
                     let reference = self
                         .slots
                         .get(&id)
@@ -1072,64 +1194,71 @@ impl<'a> Batch<'a> {
         merge_attributes(&mut attributes, &request.attributes);
         let id = self.next_account;
         self.next_account += 1;
-        let account = Stored {
-            id,
-            reference: reference.clone(),
-            person: request.person.clone(),
-            attributes,
-            enabled: request.enabled,
-        };
-        self.index(&account);
         self.by_reference.insert(reference.clone(), Some(id));
         self.slots.insert(
             id,
             Slot {
-                original: None,
-                current: Some(account),
+                current: Some(Live {
+                    reference: reference.clone(),
+                    person: request.person.clone(),
+                    enabled: request.enabled,
+                    attributes: Attrs::Decoded(attributes),
+                }),
+                stored: false,
+                original_keys: Some(BTreeSet::new()),
+                dirty: true,
             },
         );
+        self.index(id);
         Ok(Ok(Done::Created(Created::New(reference))))
     }
 
     /// Writes the net effect of the batch in a handful of bulk statements.
     async fn write(self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-        let mut gone: Vec<i64> = Vec::new();
-        let mut upserts: Vec<(&Stored, String)> = Vec::new();
-        let mut keys_out: Vec<(&str, String, i64)> = Vec::new();
-        let mut keys_in: Vec<(&str, String, i64)> = Vec::new();
-        let mut ids: Vec<i64> = self.slots.keys().copied().collect();
+        let mut ids: Vec<i64> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| s.dirty)
+            .map(|(id, _)| *id)
+            .collect();
         ids.sort_unstable();
-        for id in ids {
+        let mut gone: Vec<i64> = Vec::new();
+        let mut upserts: Vec<(i64, &Live, Option<String>)> = Vec::new();
+        let mut keys_out: Vec<(String, String, i64)> = Vec::new();
+        let mut keys_in: Vec<(String, String, i64)> = Vec::new();
+        for &id in &ids {
             let Some(slot) = self.slots.get(&id) else {
                 continue;
             };
-            if slot.original == slot.current {
-                continue;
-            }
-            let mut before = slot
-                .original
-                .as_ref()
-                .map(|a| a.keys(&self.indexed))
-                .unwrap_or_default();
-            let mut after = slot
-                .current
-                .as_ref()
-                .map(|a| a.keys(&self.indexed))
-                .unwrap_or_default();
-            let unchanged: Vec<(&str, String)> = before.intersection(&after).cloned().collect();
-            for key in &unchanged {
-                before.remove(key);
-                after.remove(key);
-            }
-            keys_out.extend(before.into_iter().map(|(name, folded)| (name, folded, id)));
-            keys_in.extend(after.into_iter().map(|(name, folded)| (name, folded, id)));
+            // Known for every account whose attributes changed or that was deleted: both
+            // decode first.
+            let before = slot.original_keys.clone().unwrap_or_default();
             match &slot.current {
-                None => gone.push(id),
-                Some(account) => {
-                    let attributes = serde_json::to_string(&account.attributes)
-                        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-                    upserts.push((account, attributes));
+                None if !slot.stored => continue,
+                None => {
+                    gone.push(id);
+                    keys_out.extend(before.into_iter().map(|(a, f)| (a, f, id)));
                 }
+                Some(live) => match &live.attributes {
+                    // Attributes untouched: the stored text goes back as it was.
+                    Attrs::Raw(_) => upserts.push((id, live, None)),
+                    Attrs::Decoded(attributes) => {
+                        let after = keys_of(attributes, &self.indexed);
+                        keys_out.extend(
+                            before
+                                .difference(&after)
+                                .map(|(a, f)| (a.clone(), f.clone(), id)),
+                        );
+                        keys_in.extend(
+                            after
+                                .difference(&before)
+                                .map(|(a, f)| (a.clone(), f.clone(), id)),
+                        );
+                        let text = serde_json::to_string(attributes)
+                            .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+                        upserts.push((id, live, Some(text)));
+                    }
+                },
             }
         }
         // In key order, so the B-tree is walked once rather than jumped around in.
@@ -1168,14 +1297,20 @@ impl<'a> Batch<'a> {
         let target = self.dir.name.as_str();
         let upserts: Vec<Param> = upserts
             .iter()
-            .flat_map(|(a, attributes)| {
+            .flat_map(|(id, live, text)| {
+                let attributes = match (text, &live.attributes) {
+                    (Some(text), _) => text.as_str(),
+                    (None, Attrs::Raw(raw)) => raw.get(),
+                    // Decoded attributes always come with their text.
+                    (None, Attrs::Decoded(_)) => "{}",
+                };
                 [
-                    Param::Int(a.id),
+                    Param::Int(*id),
                     Param::Text(target),
-                    Param::Text(&a.reference),
-                    Param::Text(&a.person),
+                    Param::Text(&live.reference),
+                    Param::Text(&live.person),
                     Param::Text(attributes),
-                    Param::Int(i64::from(a.enabled)),
+                    Param::Int(i64::from(live.enabled)),
                 ]
             })
             .collect();
