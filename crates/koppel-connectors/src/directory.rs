@@ -23,9 +23,10 @@
 //! [`Target::apply`] runs a whole batch in one `BEGIN IMMEDIATE` transaction without a round
 //! trip per operation: it loads what the batch touches in a few bulk queries, carries out the
 //! operations in memory in order (so each sees the ones before it and a failing one fails
-//! alone), then writes the net changes in a few bulk statements whose rows travel as one JSON
-//! array parameter each. Reads come back as one JSON array too: sqlx hands SQLite rows over
-//! between threads one at a time, which costs more than the row itself. The single-operation
+//! alone), then writes the net changes in a few multi-row statements. Lists sent to SQLite
+//! travel as one JSON array parameter, and rows come back as one JSON array: sqlx hands SQLite
+//! rows over between threads one at a time, which costs more than the row itself. Accounts an
+//! operation only enables, disables, grants or revokes are never decoded. The single-operation
 //! methods are batches of one.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -223,13 +224,8 @@ impl DirectoryTarget {
     ) -> Result<Vec<TargetAccount>, TargetError> {
         let ids: Vec<i64> = accounts.iter().map(|a| a.id).collect();
         let memberships: Vec<(i64, String)> = fetch_json(
-            sqlx::query_scalar(
-                "SELECT json_group_array(json_array(m.account_id, g.name))
-                 FROM json_each(?1) j
-                 CROSS JOIN dir_memberships m ON m.account_id = j.value
-                 CROSS JOIN dir_groups g ON g.id = m.group_id",
-            )
-            .bind(json_param(&ids).map_err(|e| self.db_error(e))?),
+            sqlx::query_scalar(PERMISSIONS_OF_ACCOUNTS)
+                .bind(json_param(&ids).map_err(|e| self.db_error(e))?),
             conn,
         )
         .await
@@ -457,7 +453,7 @@ static REVOKE: Bulk = Bulk::new(
 type ScalarQuery<'q> =
     sqlx::query::QueryScalar<'q, sqlx::Sqlite, String, <sqlx::Sqlite as sqlx::Database>::Arguments>;
 
-/// Runs a query whose one row is a JSON array built by `json_group_array`, and decodes it.
+/// Runs a query whose one row is a JSON array built in SQL, and decodes it.
 async fn fetch_json<T: serde::de::DeserializeOwned>(
     query: ScalarQuery<'_>,
     conn: &mut SqliteConnection,
@@ -488,16 +484,37 @@ const ACCOUNTS_BY_REFERENCE: &str = concat!(
       ON a.target = ?1 AND a.reference = j.value"
 );
 
-// CROSS JOIN fixes the join order: without it SQLite may scan the target's accounts first.
+// The CROSS JOINs fix the join order: from the keys asked for to the accounts having them.
+// Left to itself SQLite may walk every account of the target instead.
 const ACCOUNTS_BY_KEY: &str = concat!(
     select_accounts!(),
-    " FROM dir_accounts a
-      WHERE a.target = ?1 AND a.id IN (
-         SELECT k.account_id FROM json_each(?2) j
-         CROSS JOIN dir_account_keys k
-            ON k.attribute = json_extract(j.value, '$[0]')
-           AND k.folded = json_extract(j.value, '$[1]'))"
+    " FROM (SELECT DISTINCT k.account_id AS id FROM json_each(?2) j
+            CROSS JOIN dir_account_keys k
+               ON k.attribute = json_extract(j.value, '$[0]')
+              AND k.folded = json_extract(j.value, '$[1]')) found
+      CROSS JOIN dir_accounts a ON a.id = found.id
+      WHERE a.target = ?1"
 );
+
+const GROUPS_BY_NAME: &str = "SELECT json_group_array(json_array(g.id, g.name))
+     FROM json_each(?2) j CROSS JOIN dir_groups g ON g.target = ?1 AND g.name = j.value";
+
+const PERMISSIONS_OF_ACCOUNTS: &str = "SELECT json_group_array(json_array(m.account_id, g.name))
+     FROM json_each(?1) j
+     CROSS JOIN dir_memberships m ON m.account_id = j.value
+     CROSS JOIN dir_groups g ON g.id = m.group_id";
+
+const IS_TAKEN: &str = "SELECT 1 FROM dir_account_keys k
+     CROSS JOIN dir_accounts a ON a.id = k.account_id
+     WHERE k.attribute = ?1 AND k.folded = ?2 AND a.target = ?3
+       AND (?4 IS NULL OR a.reference <> ?4)
+     LIMIT 1";
+
+const DELETE_MEMBERSHIPS_OF: &str =
+    "DELETE FROM dir_memberships WHERE account_id IN (SELECT value FROM json_each(?1))";
+
+const DELETE_ACCOUNTS: &str =
+    "DELETE FROM dir_accounts WHERE id IN (SELECT value FROM json_each(?1))";
 
 /// An account as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -886,13 +903,9 @@ impl<'a> Batch<'a> {
             return Ok(());
         }
         let found: Vec<(i64, String)> = fetch_json(
-            sqlx::query_scalar(
-                "SELECT json_group_array(json_array(g.id, g.name))
-                 FROM json_each(?2) j CROSS JOIN dir_groups g
-                 ON g.target = ?1 AND g.name = j.value",
-            )
-            .bind(&self.dir.name)
-            .bind(json_param(names)?),
+            sqlx::query_scalar(GROUPS_BY_NAME)
+                .bind(&self.dir.name)
+                .bind(json_param(names)?),
             conn,
         )
         .await?;
@@ -1282,13 +1295,11 @@ impl<'a> Batch<'a> {
 
         if !gone.is_empty() {
             let gone = json_param(&gone)?;
-            sqlx::query(
-                "DELETE FROM dir_memberships WHERE account_id IN (SELECT value FROM json_each(?1))",
-            )
-            .bind(&gone)
-            .execute(&mut *conn)
-            .await?;
-            sqlx::query("DELETE FROM dir_accounts WHERE id IN (SELECT value FROM json_each(?1))")
+            sqlx::query(DELETE_MEMBERSHIPS_OF)
+                .bind(&gone)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(DELETE_ACCOUNTS)
                 .bind(&gone)
                 .execute(&mut *conn)
                 .await?;
@@ -1498,19 +1509,14 @@ impl Target for DirectoryTarget {
         except: Option<&str>,
     ) -> Result<bool, TargetError> {
         self.ensure_indexed(attribute).await?;
-        let taken: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM dir_account_keys k CROSS JOIN dir_accounts a ON a.id = k.account_id
-             WHERE k.attribute = ?1 AND k.folded = ?2 AND a.target = ?3
-               AND (?4 IS NULL OR a.reference <> ?4)
-             LIMIT 1",
-        )
-        .bind(attribute)
-        .bind(value.to_lowercase())
-        .bind(&self.name)
-        .bind(except)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| self.db_error(e))?;
+        let taken: Option<i64> = sqlx::query_scalar(IS_TAKEN)
+            .bind(attribute)
+            .bind(value.to_lowercase())
+            .bind(&self.name)
+            .bind(except)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.db_error(e))?;
         Ok(taken.is_none())
     }
 
@@ -1524,6 +1530,81 @@ impl Target for DirectoryTarget {
             Err(e) => {
                 let error = self.db_error(e);
                 ops.iter().map(|_| Err(error.clone())).collect()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The statements a batch and the lookups run, each with enough rows for a bulk one.
+    fn hot_statements() -> Vec<(String, Arc<str>)> {
+        let mut statements: Vec<(String, Arc<str>)> = [
+            ("accounts by reference", ACCOUNTS_BY_REFERENCE),
+            ("accounts by key", ACCOUNTS_BY_KEY),
+            ("groups by name", GROUPS_BY_NAME),
+            ("permissions of accounts", PERMISSIONS_OF_ACCOUNTS),
+            ("is_unique", IS_TAKEN),
+            ("delete memberships", DELETE_MEMBERSHIPS_OF),
+            ("delete accounts", DELETE_ACCOUNTS),
+        ]
+        .into_iter()
+        .map(|(name, sql)| (name.to_owned(), Arc::from(sql)))
+        .collect();
+        for (name, bulk) in [
+            ("upsert accounts", &UPSERT_ACCOUNTS),
+            ("insert keys", &INSERT_KEYS),
+            ("delete keys", &DELETE_KEYS),
+            ("insert groups", &INSERT_GROUPS),
+            ("grant", &GRANT),
+            ("revoke", &REVOKE),
+        ] {
+            for (chunk, rows) in CHUNKS.iter().enumerate() {
+                statements.push((format!("{name} × {rows}"), bulk.sql(chunk)));
+            }
+        }
+        statements
+    }
+
+    /// A full scan of a directory table makes a batch cost grow with the directory: every
+    /// hot statement must reach its rows through an index.
+    #[tokio::test]
+    async fn hot_statements_search_indexes() {
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .expect("in-memory database");
+        DirectoryTarget::new("d", pool.clone())
+            .await
+            .expect("schema");
+        for (name, sql) in hot_statements() {
+            let plan: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+            for (_, _, _, detail) in &plan {
+                let scanned = detail
+                    .strip_prefix("SCAN ")
+                    .map(|rest| rest.split_whitespace().next().unwrap_or_default());
+                assert!(
+                    !matches!(
+                        scanned,
+                        Some(
+                            "a" | "k"
+                                | "g"
+                                | "m"
+                                | "dir_accounts"
+                                | "dir_account_keys"
+                                | "dir_groups"
+                                | "dir_memberships"
+                        )
+                    ),
+                    "{name} scans a table: {plan:?}"
+                );
             }
         }
     }
