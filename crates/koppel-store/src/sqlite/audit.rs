@@ -5,7 +5,6 @@ use koppel_core::ActionKind;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
 
-use super::state::to_json;
 use super::{get, to_i64, to_u64};
 use crate::audit::{AuditRow, verify_chain};
 use crate::error::{Doing, StoreError, corrupt};
@@ -13,6 +12,18 @@ use crate::types::{AuditEntry, AuditEvent, AuditFilter, AuditRecord, AuditReport
 
 const COLUMNS: &str = "seq, at, actor, event, plan_id, target, person, action, permission, \
                        before, after, reasons, error, prev_hash, hash";
+
+/// Rows per INSERT: 64 × 15 parameters stays far below SQLite's limit, and one statement
+/// text (plus the one-row form for the rest) keeps the statement cache small.
+const INSERT_ROWS: usize = 64;
+
+fn values_sql(rows: usize) -> String {
+    let row = format!("({})", vec!["?"; 15].join(", "));
+    format!(
+        "INSERT INTO audit ({COLUMNS}) VALUES {}",
+        vec![row; rows].join(", ")
+    )
+}
 
 pub async fn append(
     tx: &mut Transaction<'static, Sqlite>,
@@ -36,41 +47,42 @@ pub async fn append(
         prev.clone_from(&row.hash);
         rows.push(row);
     }
-    for chunk in rows.chunks(2048) {
-        let values: Vec<_> = chunk
-            .iter()
-            .map(|r| {
-                (
-                    r.seq,
-                    &r.at,
-                    &r.actor,
-                    &r.event,
-                    &r.plan_id,
-                    &r.target,
-                    &r.person,
-                    &r.action,
-                    &r.permission,
-                    &r.before,
-                    &r.after,
-                    &r.reasons,
-                    &r.error,
-                    &r.prev_hash,
-                    &r.hash,
-                )
-            })
-            .collect();
-        sqlx::query(
-            "INSERT INTO audit (seq, at, actor, event, plan_id, target, person, action,
-                                permission, before, after, reasons, error, prev_hash, hash)
-             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5,
-                    value->>6, value->>7, value->>8, value->>9, value->>10, value->>11,
-                    value->>12, value->>13, value->>14
-             FROM json_each(?1)",
-        )
-        .bind(to_json(&values, "audit records")?)
-        .execute(&mut **tx)
-        .await
-        .doing("appending audit records")?;
+    // Bound multi-row VALUES: with a JSON array SQLite parsed each row's JSON again for
+    // every column it took out of it, most of the cost of a batch.
+    let full = values_sql(INSERT_ROWS);
+    let one = values_sql(1);
+    let mut rest = rows.as_slice();
+    while !rest.is_empty() {
+        let take = if rest.len() >= INSERT_ROWS {
+            INSERT_ROWS
+        } else {
+            1
+        };
+        let (chunk, tail) = rest.split_at(take);
+        rest = tail;
+        let sql = if take == INSERT_ROWS { &full } else { &one };
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
+        for r in chunk {
+            q = q
+                .bind(r.seq)
+                .bind(&r.at)
+                .bind(&r.actor)
+                .bind(&r.event)
+                .bind(&r.plan_id)
+                .bind(&r.target)
+                .bind(&r.person)
+                .bind(&r.action)
+                .bind(&r.permission)
+                .bind(&r.before)
+                .bind(&r.after)
+                .bind(&r.reasons)
+                .bind(&r.error)
+                .bind(&r.prev_hash)
+                .bind(&r.hash);
+        }
+        q.execute(&mut **tx)
+            .await
+            .doing("appending audit records")?;
     }
     sqlx::query("UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1")
         .bind(seq)

@@ -187,47 +187,58 @@ pub struct AccountRow<'a> {
     pub account: &'a KnownAccount,
 }
 
-/// Upserts accounts; one statement whatever their number (SQLite reads the rows from a
-/// JSON array).
+/// Rows per upsert statement (8 parameters each); the rest goes one row at a time.
+const UPSERT_ROWS: usize = 64;
+
+fn upsert_sql(rows: usize) -> String {
+    format!(
+        "INSERT INTO accounts (target, person, reference, enabled, disabled_on, attributes,
+                               permissions, generator_inputs)
+         VALUES {}
+         ON CONFLICT (target, person) DO UPDATE SET
+            reference = excluded.reference, enabled = excluded.enabled,
+            disabled_on = excluded.disabled_on, attributes = excluded.attributes,
+            permissions = excluded.permissions, generator_inputs = excluded.generator_inputs",
+        vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; rows].join(", ")
+    )
+}
+
+/// Upserts accounts with bound multi-row statements: passed as one JSON array, SQLite
+/// parsed each row's JSON again for every column, which cost more than the writes.
 pub async fn write_accounts(
     tx: &mut Transaction<'static, Sqlite>,
     rows: &[AccountRow<'_>],
 ) -> Result<(), StoreError> {
-    for chunk in rows.chunks(4096) {
-        let mut encoded = Vec::with_capacity(chunk.len());
+    let full = upsert_sql(UPSERT_ROWS);
+    let one = upsert_sql(1);
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let take = if rest.len() >= UPSERT_ROWS {
+            UPSERT_ROWS
+        } else {
+            1
+        };
+        let (chunk, tail) = rest.split_at(take);
+        rest = tail;
+        let sql = if take == UPSERT_ROWS { &full } else { &one };
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
         for r in chunk {
             let a = r.account;
             let (mut attrs, mut perms, mut gens) = (String::new(), String::new(), String::new());
             codec::encode_attributes(&mut attrs, &a.attributes);
             codec::encode_permissions(&mut perms, &a.permissions);
             codec::encode_generator_inputs(&mut gens, &a.generator_inputs);
-            encoded.push((
-                r.target,
-                r.person,
-                a.reference.as_str(),
-                i64::from(a.enabled),
-                a.disabled_on.map(|d| d.to_string()),
-                attrs,
-                perms,
-                gens,
-            ));
+            q = q
+                .bind(r.target.to_owned())
+                .bind(r.person.to_owned())
+                .bind(a.reference.clone())
+                .bind(i64::from(a.enabled))
+                .bind(a.disabled_on.map(|d| d.to_string()))
+                .bind(attrs)
+                .bind(perms)
+                .bind(gens);
         }
-        let json = to_json(&encoded, "accounts")?;
-        sqlx::query(
-            "INSERT INTO accounts (target, person, reference, enabled, disabled_on, attributes,
-                                   permissions, generator_inputs)
-             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5,
-                    value->>6, value->>7
-             FROM json_each(?1) WHERE true
-             ON CONFLICT (target, person) DO UPDATE SET
-                reference = excluded.reference, enabled = excluded.enabled,
-                disabled_on = excluded.disabled_on, attributes = excluded.attributes,
-                permissions = excluded.permissions, generator_inputs = excluded.generator_inputs",
-        )
-        .bind(json)
-        .execute(&mut **tx)
-        .await
-        .doing("writing accounts")?;
+        q.execute(&mut **tx).await.doing("writing accounts")?;
     }
     Ok(())
 }
