@@ -418,25 +418,24 @@ fn before_after(a: &Action, known: &KnownState) -> (serde_json::Value, serde_jso
 /// The target operation for an action; an action on an account with no known reference
 /// cannot be carried out and fails with a message that says so.
 fn to_op(a: &Action, reference: Option<String>) -> Result<Op, String> {
-    if a.kind == ActionKind::Create {
-        return Ok(Op::Create(CreateRequest {
+    let needs_reference = |reference: Option<String>| {
+        reference.ok_or_else(|| {
+            format!(
+                "no reference is known for the {} account of person {}: the known state has none, so koppel cannot address it",
+                a.target, a.person
+            )
+        })
+    };
+    let permission = || a.permission.clone().unwrap_or_default();
+    Ok(match a.kind {
+        ActionKind::Create => Op::Create(CreateRequest {
             person: a.person.clone(),
             attributes: a.attributes.clone(),
             enabled: a.enabled.unwrap_or(true),
             correlation: a.correlation.clone(),
-        }));
-    }
-    let Some(reference) = reference else {
-        return Err(format!(
-            "no reference is known for the {} account of person {}: the known state has none, so koppel cannot address it",
-            a.target, a.person
-        ));
-    };
-    let permission = || a.permission.clone().unwrap_or_default();
-    Ok(match a.kind {
-        ActionKind::Create => unreachable!("handled above"),
+        }),
         ActionKind::Update => Op::Update {
-            reference,
+            reference: needs_reference(reference)?,
             changes: a
                 .changes
                 .iter()
@@ -444,20 +443,22 @@ fn to_op(a: &Action, reference: Option<String>) -> Result<Op, String> {
                 .collect(),
         },
         ActionKind::Enable => Op::SetEnabled {
-            reference,
+            reference: needs_reference(reference)?,
             enabled: true,
         },
         ActionKind::Disable => Op::SetEnabled {
-            reference,
+            reference: needs_reference(reference)?,
             enabled: false,
         },
-        ActionKind::Delete => Op::Delete { reference },
+        ActionKind::Delete => Op::Delete {
+            reference: needs_reference(reference)?,
+        },
         ActionKind::Grant => Op::Grant {
-            reference,
+            reference: needs_reference(reference)?,
             permission: permission(),
         },
         ActionKind::Revoke => Op::Revoke {
-            reference,
+            reference: needs_reference(reference)?,
             permission: permission(),
         },
     })
