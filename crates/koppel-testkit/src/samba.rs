@@ -1,0 +1,1 @@
+//! The Samba AD domain controller the test script started (filled in next).

@@ -1,0 +1,1 @@
+//! A throwaway OpenLDAP server per test (filled in next).

@@ -1,0 +1,1 @@
+//! Test certificate authority and server certificates (filled in next).
