@@ -305,6 +305,34 @@ pub fn compact(s: &str) -> Cow<'_, str> {
     Cow::Owned(s.chars().filter(|&c| !is_compacted(c)).collect())
 }
 
+/// Escapes a value for one RDN of an LDAP distinguished name (RFC 4514 §2.4), so a
+/// department called `Sales, Marketing + PR` stays one OU: `,+"\\<>;=` and NUL always,
+/// a leading space or `#` and a trailing space. Written here rather than taken from the LDAP
+/// crate because the core depends on no I/O stack.
+pub fn dn_escape(s: &str) -> Cow<'_, str> {
+    let last = s.len().saturating_sub(1);
+    let needs = |i: usize, c: char| {
+        matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=' | '\0')
+            || (i == 0 && matches!(c, ' ' | '#'))
+            || (i == last && c == ' ')
+    };
+    if !s.char_indices().any(|(i, c)| needs(i, c)) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for (i, c) in s.char_indices() {
+        if c == '\0' {
+            out.push_str("\\00");
+        } else {
+            if needs(i, c) {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// The characters [`compact`] drops.
 pub fn is_compacted(c: char) -> bool {
     c.is_whitespace()
@@ -483,6 +511,23 @@ mod tests {
         n.convention = NamingConvention::PB;
         assert_eq!(display_name(&n), "Hans Jansen-de Vries");
         assert_eq!(display_name(&name("Cher", "", "")), "Cher");
+    }
+
+    #[test]
+    fn dn_escape_follows_rfc_4514() {
+        assert_eq!(dn_escape("Sales"), "Sales");
+        assert!(matches!(dn_escape("Sales"), Cow::Borrowed(_)));
+        assert_eq!(
+            dn_escape(r#"O'Brien, Jr. (Sales)*\"#),
+            r#"O'Brien\, Jr. (Sales)*\\"#
+        );
+        assert_eq!(dn_escape(r#"=#+<>;""#), r#"\=#\+\<\>\;\""#);
+        assert_eq!(dn_escape(" lead and trail "), r"\ lead and trail\ ");
+        assert_eq!(dn_escape("#hash"), r"\#hash");
+        assert_eq!(dn_escape(" "), r"\ ");
+        assert_eq!(dn_escape("a\0b"), r"a\00b");
+        assert_eq!(dn_escape("Ĳsbrand Müller"), "Ĳsbrand Müller");
+        assert_eq!(dn_escape(""), "");
     }
 
     #[test]

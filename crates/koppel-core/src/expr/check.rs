@@ -117,6 +117,7 @@ pub(crate) const FUNCTIONS: &[&str] = &[
     "lower",
     "upper",
     "compact",
+    "dn_escape",
     "initials",
     "family_name",
     "family_name_sort",

@@ -427,6 +427,7 @@ pub(crate) enum StrFn {
     Trim,
     Ascii,
     Compact,
+    DnEscape,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -967,7 +968,7 @@ impl Compiler<'_> {
                 let (a, _) = self.value(arg)?;
                 Ok(C::Val(Node::StrTest(test, b((t, a))), Ty::Bool))
             }
-            "size" | "matches" | "lower" | "upper" | "trim" | "ascii" | "compact" => {
+            "size" | "matches" | "lower" | "upper" | "trim" | "ascii" | "compact" | "dn_escape" => {
                 self.function(name, Some(target), args)
             }
             _ => unsupported(),
@@ -1018,12 +1019,13 @@ impl Compiler<'_> {
                 let (s, _) = self.value(s)?;
                 Ok(C::Val(N::Matches(b(s), b(regex)), Ty::Bool))
             }
-            "lower" | "upper" | "trim" | "ascii" | "compact" => {
+            "lower" | "upper" | "trim" | "ascii" | "compact" | "dn_escape" => {
                 let f = match name {
                     "lower" => StrFn::Lower,
                     "upper" => StrFn::Upper,
                     "trim" => StrFn::Trim,
                     "ascii" => StrFn::Ascii,
+                    "dn_escape" => StrFn::DnEscape,
                     _ => StrFn::Compact,
                 };
                 let (a, _) = one(self)?;
@@ -1763,6 +1765,7 @@ fn str_fn_name(f: StrFn) -> &'static str {
         StrFn::Trim => "trim",
         StrFn::Ascii => "ascii",
         StrFn::Compact => "compact",
+        StrFn::DnEscape => "dn_escape",
     }
 }
 
@@ -1780,6 +1783,10 @@ fn str_fn<'a>(f: StrFn, v: V<'a>, cx: &Cx<'a>) -> Result<V<'a>, EvalError> {
             Cow::Owned(o) => Cow::Owned(o),
         },
         StrFn::Compact => match names::compact(&s) {
+            Cow::Borrowed(_) => s,
+            Cow::Owned(o) => Cow::Owned(o),
+        },
+        StrFn::DnEscape => match names::dn_escape(&s) {
             Cow::Borrowed(_) => s,
             Cow::Owned(o) => Cow::Owned(o),
         },
@@ -1808,6 +1815,10 @@ fn transform_tail(f: StrFn, out: &mut String, start: usize, translit: &Translite
             None
         }
         StrFn::Ascii => match translit.ascii(tail) {
+            Cow::Borrowed(_) => None,
+            Cow::Owned(o) => Some(o),
+        },
+        StrFn::DnEscape => match names::dn_escape(tail) {
             Cow::Borrowed(_) => None,
             Cow::Owned(o) => Some(o),
         },

@@ -1034,6 +1034,7 @@ fn register_functions(root: &mut Context<'static, 'static>, translit: Arc<Transl
         string_fn("upper", |s| Cow::Owned(s.to_uppercase())),
     );
     add("compact", string_fn("compact", names::compact));
+    add("dn_escape", string_fn("dn_escape", names::dn_escape));
     add("initials", person_fn("initials", names::initials));
     add("family_name", person_fn("family_name", names::family_name));
     add(
