@@ -5,6 +5,7 @@ pub mod config;
 pub mod diag;
 pub mod expr;
 pub mod guard;
+pub mod live;
 pub mod model;
 pub mod names;
 pub mod org;
@@ -14,6 +15,7 @@ pub mod threshold;
 pub mod value;
 
 pub use diag::{Diagnostic, Location, Severity};
+pub use live::LiveValues;
 pub use model::{
     Contract, Date, Department, NamingConvention, Person, PersonName, Snapshot, Title,
 };

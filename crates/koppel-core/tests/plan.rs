@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use koppel_core::config::{self, CompiledConfig};
 use koppel_core::plan::{ActionKind, Origin};
 use koppel_core::{
-    Contract, Date, Department, KnownState, NamingConvention, Person, PersonName, Plan, PlanInput,
-    Snapshot, plan,
+    Contract, Date, Department, KnownState, LiveValues, NamingConvention, Person, PersonName, Plan,
+    PlanInput, Snapshot, plan,
 };
 
 const CONFIG: &str = r#"
@@ -157,6 +157,7 @@ fn run(
         snapshot: s,
         previous,
         known,
+        live: &LiveValues::default(),
         now: d(now),
     })
 }
@@ -597,6 +598,68 @@ fn name_collisions_get_candidates_then_numbers_in_person_order() {
         .map(|a| a.attributes["mail"].as_str().unwrap())
         .collect();
     assert_eq!(mails[1], "jan.devries2@example.org");
+}
+
+#[test]
+fn generators_skip_values_the_live_target_holds_except_the_persons_own() {
+    let cfg = cfg();
+    let jan = |id: &str| {
+        person(
+            id,
+            "Jan",
+            "de",
+            "Vries",
+            vec![contract(&format!("c{id}"), "2025-01-01", None, "HR")],
+        )
+    };
+    let mut live = LiveValues::new();
+    // Someone outside koppel has the first candidate, in another case.
+    live.insert("ad", "username", "JDeVries", Some("manual-account"));
+    // Person 2's own account, not yet known to koppel: adopted, so its values are theirs.
+    live.insert("ad", "username", "jandevries", Some("2"));
+    live.insert("ad", "mail", "jan.devries@example.org", None);
+    let p = plan(&PlanInput {
+        config: &cfg,
+        snapshot: &snapshot(vec![jan("1"), jan("2")]),
+        previous: None,
+        known: &KnownState::default(),
+        live: &live,
+        now: d("2026-01-01"),
+    });
+    let created: Vec<(&str, &str, &str)> = p
+        .actions
+        .iter()
+        .filter(|a| a.kind == ActionKind::Create && a.target == "ad")
+        .map(|a| {
+            (
+                a.person.as_str(),
+                a.attributes["username"].as_str().unwrap(),
+                a.attributes["mail"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        created,
+        [
+            // jdevries is live, jandevries is person 2's: person 1 gets a number.
+            ("1", "jdevries2", "jan.devries2@example.org"),
+            ("2", "jandevries", "jan.devries3@example.org"),
+        ]
+    );
+    // Without the live values, the same people get the first candidates.
+    let offline = run(
+        &cfg,
+        &snapshot(vec![jan("1"), jan("2")]),
+        None,
+        &KnownState::default(),
+        "2026-01-01",
+    );
+    let first = offline
+        .actions
+        .iter()
+        .find(|a| a.kind == ActionKind::Create && a.target == "ad")
+        .unwrap();
+    assert_eq!(first.attributes["username"].as_str(), Some("jdevries"));
 }
 
 #[test]

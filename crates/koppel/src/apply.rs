@@ -245,6 +245,7 @@ impl Context<'_> {
             snapshot: &snapshot,
             previous: previous.as_ref(),
             known: &known,
+            live: &koppel_core::LiveValues::default(),
             now: self.now,
         });
         plan.diagnostics.extend(diags.iter().cloned());

@@ -217,6 +217,7 @@ pub fn run(
             snapshot: &fetched.snapshot,
             previous: None,
             known: &empty,
+            live: &koppel_core::LiveValues::default(),
             now: today,
         });
         let plan_empty = t.elapsed();
@@ -230,6 +231,7 @@ pub fn run(
             snapshot: &fetched.snapshot,
             previous: Some(&fetched.snapshot),
             known: &known,
+            live: &koppel_core::LiveValues::default(),
             now: today,
         });
         let plan_uptodate = t.elapsed();

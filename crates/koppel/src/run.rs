@@ -30,6 +30,7 @@ impl Loaded {
             snapshot: &self.snapshot,
             previous: self.previous.as_ref(),
             known: &self.known,
+            live: &koppel_core::LiveValues::default(),
             now: self.now,
         });
         plan.diagnostics

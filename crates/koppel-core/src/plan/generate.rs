@@ -1,10 +1,12 @@
 //! Phase two of planning: unique values from generators, handed out in person order so the
-//! same input always gives the same usernames, against everything assigned or recently released.
+//! same input always gives the same usernames, against everything assigned or recently released
+//! and everything the live target holds (read before planning, see [`crate::live`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::eval::{Ctx, PersonEval, generator_fields};
 use crate::diag::Diagnostic;
+use crate::live::LiveValues;
 use crate::value::AttrValue;
 
 /// Values in use for one field of one target. Compared case-insensitively: directories
@@ -18,6 +20,7 @@ struct Taken {
 
 pub(crate) fn allocate(
     ctx: &Ctx<'_>,
+    live: &LiveValues,
     evals: &mut [PersonEval<'_>],
     diagnostics: &mut Vec<Diagnostic>,
 ) {
@@ -58,6 +61,14 @@ pub(crate) fn allocate(
             }
         }
 
+        // Live values only matter for targets that were read; their holders are compared by
+        // correlation value, which is evaluated for a person only when a live value is hit.
+        let live = (!live.is_empty_for(&target.name)).then_some(live);
+        let correlation_def = target
+            .correlation
+            .as_deref()
+            .and_then(|c| target.attributes.iter().find(|a| a.name == c));
+
         // Per generator and first candidate, the next iteration worth trying: taken values
         // only grow during a run, so numbers below it stay taken. Without this, the thousandth
         // Jan Jansen of a large organisation would try a thousand numbers.
@@ -65,6 +76,17 @@ pub(crate) fn allocate(
         for e in evals.iter_mut() {
             let person = e.person.external_id.as_str();
             let pending = std::mem::take(&mut e.targets[ti].pending);
+            let (person_ref, primary) = (e.person, e.primary);
+            // The person's own correlation value: an account holding it is theirs to adopt.
+            let own = std::cell::OnceCell::new();
+            let own_correlation = || -> Option<&String> {
+                own.get_or_init(|| {
+                    let def = correlation_def?;
+                    let scope = ctx.scope(person_ref, primary);
+                    def.expr.eval_string(&scope).ok().map(|v| v.to_lowercase())
+                })
+                .as_ref()
+            };
             for p in pending {
                 let g = &target.generators[p.generator];
                 let free = |fields: &[(String, String)], taken: &BTreeMap<&str, Taken>| {
@@ -74,6 +96,13 @@ pub(crate) fn allocate(
                             && taken.get(f.as_str()).is_none_or(|t| {
                                 !t.values.contains(&key)
                                     || t.owners.get(&key).is_some_and(|o| o == person)
+                            })
+                            && live.is_none_or(|live| match live.holder(&target.name, f, &key) {
+                                None => true,
+                                Some(holder) => {
+                                    holder.is_some()
+                                        && holder == own_correlation().map(String::as_str)
+                                }
                             })
                     })
                 };

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::CompiledConfig;
 use crate::diag::Diagnostic;
 use crate::guard::{self, GuardBreach, PopulationChange};
+use crate::live::LiveValues;
 use crate::model::{Date, Snapshot};
 use crate::org::Org;
 use crate::state::KnownState;
@@ -224,6 +225,8 @@ pub struct PlanInput<'a> {
     /// The snapshot of the previous run: for the source guards and changed-field reasons.
     pub previous: Option<&'a Snapshot>,
     pub known: &'a KnownState,
+    /// Values the live targets hold, for generators; empty when no target was read.
+    pub live: &'a LiveValues,
     pub now: Date,
 }
 
@@ -243,7 +246,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
 
     // Phase 2, in order: unique values, which depend on every person before this one.
     let mut diagnostics = Vec::new();
-    generate::allocate(&ctx, &mut evals, &mut diagnostics);
+    generate::allocate(&ctx, input.live, &mut evals, &mut diagnostics);
 
     // Phase 3, in parallel: mappings and the diff against the known state.
     let previous = input.previous;
@@ -361,11 +364,45 @@ pub fn explain<'a>(
     let ctx = eval::Ctx::new(config, org, known, now);
     let mut evals = vec![ctx.evaluate(person, true)];
     let mut diagnostics = Vec::new();
-    generate::allocate(&ctx, &mut evals, &mut diagnostics);
+    generate::allocate(&ctx, &LiveValues::default(), &mut evals, &mut diagnostics);
     let e = evals.pop()?;
     let (actions, d) = diff::person_actions(&ctx, &e, None);
     diagnostics.extend(e.diagnostics.iter().cloned());
     diagnostics.extend(d);
     // The eval borrows `ctx` only through references that outlive it.
     Some((e, actions, diagnostics))
+}
+
+/// Every person's correlation value in `target` (lowercased) → the person's external id: what
+/// the target's correlation attribute maps to for each person of the snapshot, whether or not
+/// a rule entitles them. Reconcile uses it to tell an orphan account from a person's own
+/// account that koppel does not manage yet. Empty when the target has no correlation.
+pub fn correlation_values(
+    config: &CompiledConfig,
+    snapshot: &Snapshot,
+    now: Date,
+    target: &str,
+) -> BTreeMap<String, String> {
+    let Some(t) = config.targets.iter().find(|t| t.name == target) else {
+        return BTreeMap::new();
+    };
+    let Some(def) = t
+        .correlation
+        .as_deref()
+        .and_then(|c| t.attributes.iter().find(|a| a.name == c))
+    else {
+        return BTreeMap::new();
+    };
+    let org = Org::new(snapshot.departments.clone());
+    let known = KnownState::default();
+    let ctx = eval::Ctx::new(config, &org, &known, now);
+    snapshot
+        .persons
+        .iter()
+        .filter_map(|p| {
+            let primary = config.primary.primary(&p.contracts, now);
+            let value = def.expr.eval_string(&ctx.scope(p, primary)).ok()?;
+            (!value.is_empty()).then(|| (value.to_lowercase(), p.external_id.clone()))
+        })
+        .collect()
 }
