@@ -13,6 +13,8 @@
 //! target's work and leaves the plan resumable; an entry the target refuses fails only itself
 //! and the actions that depend on it.
 
+pub mod reconcile;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 

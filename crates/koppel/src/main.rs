@@ -4,6 +4,7 @@
 mod apply;
 mod bench;
 mod demo;
+mod reconcile;
 mod render;
 mod run;
 
@@ -100,6 +101,22 @@ enum Command {
         target: String,
         #[command(flatten)]
         common: Common,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Compare a target with what koppel wrote: orphans, changes made outside koppel and
+    /// missing memberships; `--repair` puts koppel's values back (orphans are only listed).
+    Reconcile {
+        /// The target's name in the configuration.
+        target: String,
+        #[command(flatten)]
+        common: Common,
+        /// Restore drifted attributes, the enabled state and missing memberships.
+        #[arg(long)]
+        repair: bool,
+        /// Who is repairing, for the audit log (default: the user name).
+        #[arg(long, env = "KOPPEL_ACTOR")]
+        actor: Option<String>,
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
@@ -271,6 +288,13 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             common,
             output,
         } => run::accounts(&common, &target, output),
+        Command::Reconcile {
+            target,
+            common,
+            repair,
+            actor,
+            output,
+        } => reconcile::run(&common, &target, repair, actor, output),
         Command::Audit {
             verify,
             common,

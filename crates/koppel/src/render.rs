@@ -51,6 +51,7 @@ pub fn reason_text(r: &Reason) -> String {
         Origin::ContractEnded => "contract ended".to_owned(),
         Origin::PersonRemoved => "person no longer in the source".to_owned(),
         Origin::RetentionExpired => "retention expired".to_owned(),
+        Origin::Drift => "changed outside koppel".to_owned(),
     };
     let mut parts = Vec::new();
     if !r.rules.is_empty() {

@@ -361,7 +361,7 @@ pub fn audit(
     })
 }
 
-fn open_existing(common: &Common) -> anyhow::Result<(CompiledConfig, PathBuf)> {
+pub fn open_existing(common: &Common) -> anyhow::Result<(CompiledConfig, PathBuf)> {
     let config = read_config(&common.config)?;
     let path = crate::apply::store_path(&config, &common.config, common.store.as_deref());
     if !path.exists() {

@@ -354,3 +354,90 @@ fn audit_verify_detects_a_changed_entry() {
         .code(4)
         .stdout(predicate::str::contains("TAMPERED"));
 }
+
+#[test]
+fn reconcile_reports_drift_and_orphans_and_repair_puts_koppels_values_back() {
+    let ws = workspace(|t| t);
+    koppel(ws.path())
+        .args(["apply", "--now", "2026-11-23"])
+        .assert()
+        .success();
+    let clean = stdout(koppel(ws.path()).args(["reconcile", "directory", "--now", "2026-11-23"]));
+    assert!(clean.contains("No drift"), "{clean}");
+
+    // Someone edits the directory behind koppel's back.
+    let db = ws.path().join("koppel.db");
+    let account = |person: &str| {
+        format!("(SELECT id FROM dir_accounts WHERE target = 'directory' AND person = '{person}')")
+    };
+    sql(
+        &db,
+        &[
+            "UPDATE dir_accounts SET attributes = json_set(attributes, '$.title', 'Edited by hand') \
+             WHERE target = 'directory' AND person = '1000901'",
+            "UPDATE dir_accounts SET enabled = 0 WHERE target = 'directory' AND person = '1000902'",
+            &format!(
+                "DELETE FROM dir_memberships WHERE account_id = {} AND group_id = \
+                 (SELECT id FROM dir_groups WHERE target = 'directory' AND name = 'Alle medewerkers')",
+                account("1000903")
+            ),
+            "INSERT INTO dir_accounts (target, reference, person, attributes, enabled) VALUES \
+             ('directory', 'made-by-hand', '', '{\"employee_id\":\"X-999\"}', 1)",
+        ],
+    );
+
+    let json = stdout(koppel(ws.path()).args([
+        "reconcile",
+        "directory",
+        "--now",
+        "2026-11-23",
+        "--output",
+        "json",
+    ]));
+    let report: serde_json::Value = serde_json::from_str(&json).expect(&json);
+    let orphans = report["orphans"].as_array().unwrap();
+    assert_eq!(orphans.len(), 1, "{json}");
+    assert_eq!(orphans[0]["reference"], "made-by-hand");
+    assert_eq!(orphans[0]["correlation"], "X-999");
+    let drift = report["drift"].as_array().unwrap();
+    assert_eq!(drift.len(), 2, "{json}");
+    assert_eq!(drift[0]["person"], "1000901");
+    assert_eq!(drift[0]["attributes"]["title"][1], "Edited by hand");
+    assert_eq!(drift[1]["person"], "1000902");
+    assert_eq!(drift[1]["enabled"], serde_json::json!([true, false]));
+    let missing = report["missing_permissions"].as_array().unwrap();
+    assert_eq!(missing.len(), 1, "{json}");
+    assert_eq!(missing[0]["person"], "1000903");
+    assert_eq!(missing[0]["permission"], "Alle medewerkers");
+
+    let repaired = stdout(koppel(ws.path()).args([
+        "reconcile",
+        "directory",
+        "--now",
+        "2026-11-23",
+        "--repair",
+    ]));
+    assert!(repaired.contains("Repair: 3 done, 0 failed"), "{repaired}");
+    let after = stdout(koppel(ws.path()).args([
+        "reconcile",
+        "directory",
+        "--now",
+        "2026-11-23",
+        "--output",
+        "json",
+    ]));
+    let after: serde_json::Value = serde_json::from_str(&after).unwrap();
+    assert_eq!(after["drift"], serde_json::json!([]));
+    assert_eq!(after["missing_permissions"], serde_json::json!([]));
+    // The orphan is reported, never removed.
+    assert_eq!(after["orphans"].as_array().unwrap().len(), 1);
+    // Each repair is in the audit log as changed outside koppel.
+    let audit =
+        stdout(koppel(ws.path()).args(["audit", "--person", "1000902", "--output", "json"]));
+    assert!(audit.contains("\"drift\""), "{audit}");
+    // And the plan is still empty: repair restored exactly what koppel knows.
+    koppel(ws.path())
+        .args(["plan", "--now", "2026-11-23", "--detailed-exitcode"])
+        .assert()
+        .code(0);
+}

@@ -84,6 +84,9 @@ pub enum Origin {
     PersonRemoved,
     /// The account was disabled long enough ago to be deleted.
     RetentionExpired,
+    /// The target holds something other than koppel last wrote (an edit outside koppel):
+    /// `koppel reconcile --repair` puts koppel's value back.
+    Drift,
 }
 
 /// One reason of an action, with the rules, contracts and source fields behind it.
