@@ -44,7 +44,7 @@ impl Dn {
                 in_quotes = !in_quotes;
             }
             if (c == b',' || c == b';') && !in_quotes {
-                let raw = s[start..i.min(s.len())].trim();
+                let raw = trim_unescaped(&s[start..i.min(s.len())]);
                 if raw.is_empty() {
                     return Err(format!("{s:?} has an empty RDN"));
                 }
@@ -146,6 +146,23 @@ pub fn key(dn: &str) -> String {
     Dn::parse(dn)
         .map(|d| d.key())
         .unwrap_or_else(|_| dn.to_lowercase())
+}
+
+/// Trims surrounding spaces, but not a trailing space escaped with a backslash.
+fn trim_unescaped(raw: &str) -> &str {
+    let start = raw.trim_start();
+    let mut end = start.trim_end().len();
+    if end < start.len() {
+        let backslashes = start[..end]
+            .bytes()
+            .rev()
+            .take_while(|b| *b == b'\\')
+            .count();
+        if backslashes % 2 == 1 {
+            end += 1;
+        }
+    }
+    &start[..end]
 }
 
 /// `<attribute>=<escaped value>`.
@@ -269,6 +286,14 @@ mod tests {
             key("cn=o\\, brien, ou=staff,dc=example,dc=TEST")
         );
         assert_ne!(key("cn=a,dc=x"), key("cn=b,dc=x"));
+    }
+
+    #[test]
+    fn an_escaped_trailing_space_stays() {
+        let dn = Dn::parse("OU=Sales (EMEA)\\ ,OU=x,DC=example").unwrap();
+        assert_eq!(dn.first_value("ou"), Some("Sales (EMEA) "));
+        assert_eq!(dn.parent(), "OU=x,DC=example");
+        assert_eq!(dn.rdn(), Some("OU=Sales (EMEA)\\ "));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use koppel_connectors::target::TargetError;
-use ldap3::{Mod, Scope};
+use ldap3::{Mod, Scope, ldap_escape};
 
 use crate::LdapTarget;
 use crate::dn::{self, Dn};
@@ -12,9 +12,11 @@ use crate::error::{ENTRY_ALREADY_EXISTS, LdapError, NO_SUCH_OBJECT, OBJECT_CLASS
 use crate::values::{first, get_ci, value_set};
 
 /// attributeOrValueExists / noSuchAttribute: what a server without Permissive Modify says
-/// to an existing or missing member value.
+/// to an existing or missing member value; AD (and Samba, which advertises the control but
+/// does not apply it to linked attributes) says entryAlreadyExists / unwillingToPerform.
 const VALUE_EXISTS: u32 = 20;
 const NO_SUCH_ATTRIBUTE: u32 = 16;
+const UNWILLING_TO_PERFORM: u32 = 53;
 
 impl LdapTarget {
     /// The DN of the group a permission names.
@@ -117,17 +119,16 @@ impl LdapTarget {
                 ];
                 self.client.modify(group, mods, true).await.map(|_| ())
             }
-            Err(e)
-                if members.len() == 1
-                    && matches!(e.code(), Some(VALUE_EXISTS | NO_SUCH_ATTRIBUTE)) =>
-            {
-                Ok(())
+            Err(e) if members.len() == 1 && Self::says_already_done(grant, e.code()) => {
+                // Without (or despite) Permissive Modify: done if the membership is as wanted.
+                if self.is_member(group, &members[0]).await? == grant {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
             }
-            Err(e)
-                if members.len() > 1
-                    && matches!(e.code(), Some(VALUE_EXISTS | NO_SUCH_ATTRIBUTE)) =>
-            {
-                // No Permissive Modify: one value at a time tells which are already done.
+            Err(e) if members.len() > 1 && Self::says_already_done(grant, e.code()) => {
+                // One value at a time tells which are already done.
                 for m in members {
                     Box::pin(self.modify_members(group, grant, std::slice::from_ref(m))).await?;
                 }
@@ -135,6 +136,28 @@ impl LdapTarget {
             }
             Err(e) => Err(e),
         }
+    }
+
+    fn says_already_done(grant: bool, code: Option<u32>) -> bool {
+        match code {
+            Some(c) if grant => c == VALUE_EXISTS || c == ENTRY_ALREADY_EXISTS,
+            Some(c) => c == NO_SUCH_ATTRIBUTE || c == UNWILLING_TO_PERFORM,
+            None => false,
+        }
+    }
+
+    /// Whether `member` is listed in `group` (compared by the server's DN matching).
+    async fn is_member(&self, group: &str, member: &str) -> Result<bool, LdapError> {
+        let filter = format!(
+            "({}={})",
+            self.settings.groups.member_attribute,
+            ldap_escape(member)
+        );
+        Ok(!self
+            .client
+            .search(group, Scope::Base, &filter, &["1.1"])
+            .await?
+            .is_empty())
     }
 
     /// Creates a dynamic group with its first members.
