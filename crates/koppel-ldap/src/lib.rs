@@ -466,9 +466,17 @@ impl LdapTarget {
     pub async fn group_members(&self, permission: &str) -> Result<Vec<String>, TargetError> {
         let group = self.group_dn(permission)?;
         let member = self.settings.groups.member_attribute.clone();
+        // AD cuts a value list only at its MaxValRange (1500 on Windows) and Samba never does:
+        // asking for the first range ourselves makes range_step apply on every DC, and the
+        // ranged path the one tested against Samba.
+        let wanted = if self.settings.is_ad() {
+            format!("{member};range=0-{}", self.settings.range_step - 1)
+        } else {
+            member.clone()
+        };
         let found = self
             .client
-            .search(&group, Scope::Base, "(objectClass=*)", &[member.as_str()])
+            .search(&group, Scope::Base, "(objectClass=*)", &[wanted.as_str()])
             .await
             .map_err(|e| self.err(e))?;
         let Some(mut entry) = found.into_iter().next() else {
