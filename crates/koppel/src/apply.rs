@@ -12,7 +12,7 @@ use koppel_connectors::directory::DirectoryTarget;
 use koppel_connectors::target::Target;
 use koppel_core::config::{CompiledConfig, TargetKind};
 use koppel_core::plan::ActionKind;
-use koppel_core::{Date, KnownState, Plan, PlanInput, Snapshot};
+use koppel_core::{Date, KnownState, LiveValues, Plan, PlanInput, Snapshot};
 use koppel_engine::{Engine, Mode, Observer, Report};
 use koppel_store::{
     AuditEvent, AuditFilter, AuditRecord, PlanStatus, SqliteStore, Store, StoredPlan,
@@ -58,15 +58,94 @@ pub async fn targets(
                         format!("opening the built-in directory for target {:?}", t.name)
                     })?,
             ),
+            TargetKind::Ldap => {
+                let table = t.connection.clone().unwrap_or_default();
+                let settings = koppel_ldap::LdapConfig::from_table(&t.name, &table)?;
+                Arc::new(
+                    koppel_ldap::connect(&t.name, settings)
+                        .await
+                        .with_context(|| format!("connecting to target {:?}", t.name))?,
+                )
+            }
             other => bail!(
                 "target {:?} has kind {other:?}, which this koppel cannot apply to yet; \
-                 `koppel plan` works for it, `koppel apply` needs kind = \"directory\"",
+                 `koppel plan` works for it, `koppel apply` needs kind = \"directory\" or \"ldap\"",
                 t.name
             ),
         };
         out.insert(t.name.clone(), target);
     }
     Ok(out)
+}
+
+/// Plans; then, where the plan hands out generated values (usernames, e-mail addresses) in a
+/// target that may hold accounts koppel did not make, reads the values that target holds and
+/// plans again with them, so no generated value clashes with a live one. The built-in
+/// directory holds only koppel's accounts, whose values the known state has. A plan that
+/// generates nothing (an unchanged source) calls no target.
+pub async fn plan_with_live(
+    input: &PlanInput<'_>,
+    targets: &BTreeMap<String, Arc<dyn Target>>,
+) -> anyhow::Result<Plan> {
+    let first = koppel_core::plan(input);
+    let mut live = LiveValues::new();
+    for t in &input.config.targets {
+        if t.kind == TargetKind::Directory || t.generators.is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = t.generated_fields().collect();
+        let generates = first.actions.iter().any(|a| {
+            a.target == t.name
+                && fields
+                    .iter()
+                    .any(|f| a.attributes.contains_key(*f) || a.changes.contains_key(*f))
+        });
+        let Some(target) = targets.get(&t.name).filter(|_| generates) else {
+            continue;
+        };
+        let accounts = target
+            .list_accounts()
+            .await
+            .with_context(|| format!("reading {:?} for unique values", t.name))?;
+        for account in &accounts {
+            let holder = t
+                .correlation
+                .as_deref()
+                .and_then(|c| account.attributes.get(c))
+                .and_then(first_text);
+            for field in &fields {
+                match account.attributes.get(*field) {
+                    Some(koppel_core::AttrValue::List(values)) => {
+                        for v in values {
+                            live.insert(&t.name, field, v, holder);
+                        }
+                    }
+                    Some(v) => {
+                        if let Some(text) = first_text(v) {
+                            live.insert(&t.name, field, text, holder);
+                        }
+                    }
+                    None => {}
+                }
+            }
+        }
+        tracing::info!(target = %t.name, accounts = accounts.len(), "read live values for generators");
+    }
+    if live.is_empty() {
+        return Ok(first);
+    }
+    Ok(koppel_core::plan(&PlanInput {
+        live: &live,
+        ..*input
+    }))
+}
+
+fn first_text(v: &koppel_core::AttrValue) -> Option<&str> {
+    match v {
+        koppel_core::AttrValue::Text(s) => Some(s),
+        koppel_core::AttrValue::List(l) => l.first().map(String::as_str),
+        _ => None,
+    }
 }
 
 /// An RFC 3339 timestamp: the wall clock, read here in the binary only.
@@ -93,7 +172,8 @@ pub fn plan_id(plan: &Plan) -> String {
 }
 
 /// Progress: a bar on a terminal, a log line every few seconds elsewhere; and the kill
-/// points of the crash tests (`KOPPEL_TEST_PAUSE_AT=N` stops at the N-th checkpoint).
+/// points of the crash tests (`KOPPEL_TEST_PAUSE_AT=N` stops at the N-th checkpoint, until
+/// the file `KOPPEL_TEST_RESUME_FILE` names exists).
 pub struct Progress {
     bar: Option<indicatif::ProgressBar>,
     last_log: std::sync::Mutex<Instant>,
@@ -149,10 +229,15 @@ impl Observer for Progress {
     fn checkpoint(&self, point: &str) {
         let n = self.checkpoints.fetch_add(1, Ordering::SeqCst) + 1;
         if self.pause_at == Some(n) {
-            // The crash test kills the process here with SIGKILL.
             eprintln!("KOPPEL-PAUSED {n} {point}");
+            // The crash test kills the process here with SIGKILL; the outage test stops the
+            // target's server meanwhile and lets the run go on by creating this file.
+            let resume = std::env::var_os("KOPPEL_TEST_RESUME_FILE").map(PathBuf::from);
             loop {
-                std::thread::sleep(Duration::from_secs(60));
+                if resume.as_ref().is_some_and(|f| f.exists()) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
             }
         }
     }
@@ -240,14 +325,18 @@ impl Context<'_> {
             crate::run::fetch(self.config, &crate::run::base_dir(self.config_path))?;
         let known = self.store.known_state().await?;
         let previous = self.store.previous_snapshot().await?;
-        let mut plan = koppel_core::plan(&PlanInput {
-            config: self.config,
-            snapshot: &snapshot,
-            previous: previous.as_ref(),
-            known: &known,
-            live: &koppel_core::LiveValues::default(),
-            now: self.now,
-        });
+        let mut plan = plan_with_live(
+            &PlanInput {
+                config: self.config,
+                snapshot: &snapshot,
+                previous: previous.as_ref(),
+                known: &known,
+                live: &LiveValues::default(),
+                now: self.now,
+            },
+            self.targets,
+        )
+        .await?;
         plan.diagnostics.extend(diags.iter().cloned());
         plan.diagnostics.sort();
         Ok((plan, snapshot, known, diags))

@@ -153,6 +153,14 @@ pub fn write_state(loaded: &Loaded, plan: &Plan, path: &Path) -> anyhow::Result<
 
 pub fn validate(path: &Path) -> anyhow::Result<ExitCode> {
     let config = read_config(path)?;
+    // Connector settings are the connector's to check; nothing is contacted here.
+    for t in &config.targets {
+        if t.kind == config::TargetKind::Ldap {
+            let table = t.connection.clone().unwrap_or_default();
+            koppel_ldap::LdapConfig::from_table(&t.name, &table)
+                .with_context(|| format!("{}: target {:?}", path.display(), t.name))?;
+        }
+    }
     let expressions: usize = config
         .targets
         .iter()

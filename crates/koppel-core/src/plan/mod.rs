@@ -222,6 +222,7 @@ impl Plan {
 }
 
 /// Everything the planner reads.
+#[derive(Clone, Copy)]
 pub struct PlanInput<'a> {
     pub config: &'a CompiledConfig,
     pub snapshot: &'a Snapshot,
