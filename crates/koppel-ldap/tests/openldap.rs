@@ -594,7 +594,7 @@ async fn paged_search_lists_more_entries_than_a_page() {
         })
         .collect();
     slapd.ldapadd(&ldif).unwrap();
-    // Make the server's own size limit smaller than the result, so only paging gets all.
+    // page_size = 7 in every test's configuration: six pages.
     let t = target(&slapd, "").await;
     let listed = t.list_accounts().await.unwrap();
     assert_eq!(listed.len(), 40);
@@ -759,4 +759,80 @@ async fn stopped_server_is_unavailable_then_works_again() {
     );
     assert_eq!(results[1], Ok(Done::Ok));
     assert_eq!(t.list_accounts().await.unwrap().len(), 2);
+}
+
+/// 10,000 accounts with a department group each, through `apply` (batches of 1,000 as the
+/// engine sends them) and as one LDIF through `ldapadd`, each into its own fresh slapd.
+/// `cargo test -p koppel-ldap --release --test openldap -- --ignored --nocapture bench_`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run by hand"]
+async fn bench_10k_creates_and_memberships_vs_ldapadd() {
+    let n: usize = std::env::var("KOPPEL_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let departments = 20;
+    let slapd = Slapd::start().expect("slapd");
+    let t = target(&slapd, "").await;
+    let started = std::time::Instant::now();
+    let mut refs = Vec::with_capacity(n);
+    let creates: Vec<Op> = (0..n)
+        .map(|i| Op::Create(person(&format!("b{i:05}"), &format!("B{i:05}"))))
+        .collect();
+    for batch in creates.chunks(1000) {
+        for r in t.apply(batch).await {
+            match r {
+                Ok(Done::Created(c)) => refs.push(c.reference().to_owned()),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    let created = started.elapsed();
+    let grants: Vec<Op> = refs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Op::Grant {
+            reference: r.clone(),
+            permission: format!("dept{:02}", i % departments),
+        })
+        .collect();
+    for batch in grants.chunks(1000) {
+        assert!(t.apply(batch).await.iter().all(|r| *r == Ok(Done::Ok)));
+    }
+    let koppel = started.elapsed();
+    drop(slapd);
+
+    let slapd = Slapd::start().expect("slapd");
+    let mut ldif = String::new();
+    for i in 0..n {
+        ldif.push_str(&format!(
+            "dn: uid=b{i:05},{PEOPLE}\nobjectClass: top\nobjectClass: person\n\
+             objectClass: organizationalPerson\nobjectClass: inetOrgPerson\nuid: b{i:05}\n\
+             cn: b{i:05} Full\nsn: Family\ngivenName: Given\nemployeeNumber: B{i:05}\n\
+             mail: B{i:05}@example.test\n\n"
+        ));
+    }
+    for d in 0..departments {
+        ldif.push_str(&format!(
+            "dn: cn=dept{d:02},{GROUPS}\nobjectClass: top\nobjectClass: groupOfNames\ncn: dept{d:02}\n"
+        ));
+        for i in (d..n).step_by(departments) {
+            ldif.push_str(&format!("member: uid=b{i:05},{PEOPLE}\n"));
+        }
+        ldif.push('\n');
+    }
+    let started = std::time::Instant::now();
+    slapd.ldapadd(&ldif).expect("ldapadd");
+    let ldapadd = started.elapsed();
+    let rate = |d: std::time::Duration| n as f64 / d.as_secs_f64();
+    println!(
+        "{n} accounts + memberships: koppel {:.2} s ({:.0}/s; creates alone {:.2} s), \
+         ldapadd {:.2} s ({:.0}/s), ratio koppel/ldapadd {:.2}",
+        koppel.as_secs_f64(),
+        rate(koppel),
+        created.as_secs_f64(),
+        ldapadd.as_secs_f64(),
+        rate(ldapadd),
+        rate(koppel) / rate(ldapadd)
+    );
 }
