@@ -4,6 +4,7 @@
 pub mod conformance;
 pub mod directory;
 pub mod file;
+pub mod lazy;
 pub mod source;
 pub mod target;
 

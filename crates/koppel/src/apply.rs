@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use koppel_connectors::directory::DirectoryTarget;
+use koppel_connectors::lazy::Lazy;
 use koppel_connectors::target::Target;
 use koppel_core::config::{CompiledConfig, TargetKind};
 use koppel_core::plan::ActionKind;
@@ -59,13 +60,18 @@ pub async fn targets(
                     })?,
             ),
             TargetKind::Ldap => {
+                // Settings are checked now; the server is contacted only when an operation
+                // needs it, so an empty plan calls no target.
                 let table = t.connection.clone().unwrap_or_default();
                 let settings = koppel_ldap::LdapConfig::from_table(&t.name, &table)?;
-                Arc::new(
-                    koppel_ldap::connect(&t.name, settings)
-                        .await
-                        .with_context(|| format!("connecting to target {:?}", t.name))?,
-                )
+                let name = t.name.clone();
+                Arc::new(Lazy::new(&t.name, move || {
+                    let (name, settings) = (name.clone(), settings.clone());
+                    async move {
+                        let target = koppel_ldap::connect(&name, settings).await?;
+                        Ok(Arc::new(target) as Arc<dyn Target>)
+                    }
+                }))
             }
             other => bail!(
                 "target {:?} has kind {other:?}, which this koppel cannot apply to yet; \
@@ -321,9 +327,18 @@ impl Context<'_> {
     pub async fn plan(
         &self,
     ) -> anyhow::Result<(Plan, Snapshot, KnownState, Vec<koppel_core::Diagnostic>)> {
+        let known = self.store.known_state().await?;
+        self.plan_against(known).await
+    }
+
+    /// Plans the current sources against `known`, which must be the store's current known
+    /// state (read once per run: for 100k persons it is 300k accounts).
+    async fn plan_against(
+        &self,
+        known: KnownState,
+    ) -> anyhow::Result<(Plan, Snapshot, KnownState, Vec<koppel_core::Diagnostic>)> {
         let (snapshot, diags) =
             crate::run::fetch(self.config, &crate::run::base_dir(self.config_path))?;
-        let known = self.store.known_state().await?;
         let previous = self.store.previous_snapshot().await?;
         let mut plan = plan_with_live(
             &PlanInput {
@@ -366,6 +381,8 @@ impl Context<'_> {
         let engine = self.engine();
         let known = self.store.known_state().await?;
         let resumed = engine.resume(&known, self.now).await?;
+        // Still the store's state unless a resumed run changed it.
+        let mut current = resumed.is_empty().then_some(known);
         let mut out = Applied {
             resumed,
             report: None,
@@ -431,7 +448,10 @@ impl Context<'_> {
                 out.plan = Some(stored);
             }
             Request::PlanAndApply => {
-                let (plan, snapshot, known, _) = self.plan().await?;
+                let (plan, snapshot, known, _) = match current.take() {
+                    Some(known) => self.plan_against(known).await?,
+                    None => self.plan().await?,
+                };
                 if !plan.held.is_empty() {
                     // The source guards hold everything: approval releases the whole plan.
                     let mut kinds: Vec<(String, ActionKind)> = plan
