@@ -49,19 +49,31 @@ pub async fn targets(
     config: &CompiledConfig,
     store: &SqliteStore,
 ) -> anyhow::Result<BTreeMap<String, Arc<dyn Target>>> {
+    let mut out = remote_targets(config)?;
+    for t in &config.targets {
+        if t.kind == TargetKind::Directory {
+            let target = DirectoryTarget::new(&t.name, store.pool().clone())
+                .await
+                .with_context(|| {
+                    format!("opening the built-in directory for target {:?}", t.name)
+                })?;
+            out.insert(t.name.clone(), Arc::new(target));
+        }
+    }
+    Ok(out)
+}
+
+/// The connectors for every target outside koppel (all but the built-in directory). Their
+/// settings are checked now; a server is contacted only when an operation needs it, so an
+/// empty plan calls no target.
+pub fn remote_targets(
+    config: &CompiledConfig,
+) -> anyhow::Result<BTreeMap<String, Arc<dyn Target>>> {
     let mut out: BTreeMap<String, Arc<dyn Target>> = BTreeMap::new();
     for t in &config.targets {
         let target: Arc<dyn Target> = match t.kind {
-            TargetKind::Directory => Arc::new(
-                DirectoryTarget::new(&t.name, store.pool().clone())
-                    .await
-                    .with_context(|| {
-                        format!("opening the built-in directory for target {:?}", t.name)
-                    })?,
-            ),
+            TargetKind::Directory => continue,
             TargetKind::Ldap => {
-                // Settings are checked now; the server is contacted only when an operation
-                // needs it, so an empty plan calls no target.
                 let table = t.connection.clone().unwrap_or_default();
                 let settings = koppel_ldap::LdapConfig::from_table(&t.name, &table)?;
                 let name = t.name.clone();

@@ -250,7 +250,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             save,
         } => {
             let loaded = run::load(&common)?;
-            let plan = loaded.plan();
+            let plan = loaded.plan_live()?;
             render::plan(&loaded, &plan, output, summary)?;
             if let Some(path) = write_state {
                 run::write_state(&loaded, &plan, &path)?;

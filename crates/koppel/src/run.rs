@@ -24,6 +24,34 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// The plan `koppel plan` shows: like `koppel apply` would make it, generated values
+    /// checked against live targets where the plan hands any out (see
+    /// [`crate::apply::plan_with_live`]).
+    pub fn plan_live(&self) -> anyhow::Result<Plan> {
+        let offline = self.config.targets.iter().all(|t| {
+            t.kind == koppel_core::config::TargetKind::Directory || t.generators.is_empty()
+        });
+        if offline {
+            return Ok(self.plan());
+        }
+        let targets = crate::apply::remote_targets(&self.config)?;
+        let mut plan = crate::apply::runtime()?.block_on(crate::apply::plan_with_live(
+            &PlanInput {
+                config: &self.config,
+                snapshot: &self.snapshot,
+                previous: self.previous.as_ref(),
+                known: &self.known,
+                live: &koppel_core::LiveValues::default(),
+                now: self.now,
+            },
+            &targets,
+        ))?;
+        plan.diagnostics
+            .extend(self.source_diagnostics.iter().cloned());
+        plan.diagnostics.sort();
+        Ok(plan)
+    }
+
     pub fn plan(&self) -> Plan {
         let mut plan = koppel_core::plan(&PlanInput {
             config: &self.config,

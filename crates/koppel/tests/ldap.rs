@@ -159,6 +159,20 @@ fn the_demo_organisation_into_openldap_a_month_of_change_and_reconcile() {
     let ws = workspace(&slapd);
     let dir = ws.path();
     ok(dir, &["validate"]);
+    // `koppel plan` checks generated values against the live directory too.
+    let planned: serde_json::Value = serde_json::from_str(&ok(
+        dir,
+        &["plan", "--now", "2026-11-23", "--output", "json"],
+    ))
+    .unwrap();
+    let uid = planned["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["person"] == "1000901" && a["kind"] == "create")
+        .map(|a| a["attributes"]["uid"].clone());
+    assert!(uid.is_some(), "1000901 is created");
+    assert_ne!(uid, Some(serde_json::json!("mjansendevries")));
     let applied = ok(dir, &["apply", "--now", "2026-11-23"]);
     assert!(!applied.contains("failed"), "{applied}");
 
@@ -396,4 +410,76 @@ fn slapd_stopping_mid_apply_leaves_the_run_resumable_and_the_next_run_finishes_i
         fingerprint(ws.path()) == expected,
         "after the outage and a rerun the directory and state differ from a clean run"
     );
+}
+
+/// Invariant 5: no secret appears in a log, a plan, an error or the audit log — not with
+/// the most verbose logging, not when the server refuses the password.
+#[test]
+fn no_secret_reaches_a_log_a_plan_an_error_the_audit_log_or_the_store() {
+    let slapd = Slapd::start().expect("slapd starts");
+    let ws = workspace(&slapd);
+    let dir = ws.path();
+    let secret = slapd.password();
+    let mut seen = String::new();
+    for args in [
+        &["plan", "--now", "2026-11-23", "--output", "json"][..],
+        &["apply", "--now", "2026-11-23"][..],
+        &["state", "--output", "json"][..],
+        &["audit", "--output", "json"][..],
+        &["accounts", "ldap", "--output", "json"][..],
+        &[
+            "reconcile",
+            "ldap",
+            "--now",
+            "2026-11-23",
+            "--output",
+            "json",
+        ][..],
+    ] {
+        let o = koppel(dir)
+            .env("KOPPEL_LOG", "trace")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        seen.push_str(&text(&o));
+    }
+    assert!(seen.len() > 10_000, "the commands said something");
+    assert!(!seen.contains(secret), "the bind password was printed");
+    let store = std::fs::read(dir.join("koppel.db")).unwrap();
+    let needle = secret.as_bytes();
+    assert!(
+        !store.windows(needle.len()).any(|w| w == needle),
+        "the bind password is in the store"
+    );
+
+    // A wrong password: the error says so, without the password.
+    let wrong = "Wr0ng-but-Secret-4711";
+    std::fs::write(dir.join("wrong-password"), wrong).unwrap();
+    let config = std::fs::read_to_string(dir.join("koppel.toml")).unwrap();
+    let pw_line = config
+        .lines()
+        .find(|l| l.starts_with("password_file"))
+        .unwrap()
+        .to_owned();
+    std::fs::write(
+        dir.join("koppel.toml"),
+        config.replace(&pw_line, "password_file = \"wrong-password\""),
+    )
+    .unwrap();
+    use_hr(dir, "hr-month-later");
+    let o = koppel(dir)
+        .env("KOPPEL_LOG", "trace")
+        .args(["apply", "--now", "2026-12-23"])
+        .output()
+        .unwrap();
+    let said = text(&o);
+    assert!(!o.status.success(), "{said}");
+    assert!(said.to_lowercase().contains("credentials"), "{said}");
+    assert!(
+        !said.contains(wrong),
+        "the wrong password was printed: {said}"
+    );
+    let audit = text(&run(dir, &["audit", "--output", "json"]));
+    assert!(!audit.contains(wrong));
 }
