@@ -214,7 +214,10 @@ fn koppel_functions() {
         ("upper('straße')", text("STRASSE")),
         ("trim('  a b ')", text("a b")),
         ("compact(\"d'Ancona\")", text("dAncona")),
-        ("dn_escape('Sales, Marketing + PR')", text("Sales\\, Marketing \\+ PR")),
+        (
+            "dn_escape('Sales, Marketing + PR')",
+            text("Sales\\, Marketing \\+ PR"),
+        ),
         ("'OU=' + dn_escape(' x#') + ',DC=t'", text("OU=\\ x#,DC=t")),
         ("initials(person)", text("J.P.")),
         ("family_name(person)", text("de Vries-Jansen")),
