@@ -93,6 +93,8 @@ impl Client {
     /// Forgets the connection after a loss, so the next call opens a new one.
     async fn lost(&self, e: &LdapError) {
         if e.is_connection_loss() {
+            // The message names the URL and the cause, never the bind password.
+            tracing::warn!(url = %self.config.url, error = %e, "LDAP connection lost; the next operation reconnects");
             let mut open = self.open.lock().await;
             if let Some(mut o) = open.take() {
                 // Best effort: the server may be gone already.
