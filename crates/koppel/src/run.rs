@@ -23,7 +23,30 @@ pub struct Loaded {
     pub now: Date,
 }
 
+/// Nothing read from live targets: the offline plan.
+static NO_LIVE_VALUES: std::sync::LazyLock<koppel_core::LiveValues> =
+    std::sync::LazyLock::new(koppel_core::LiveValues::default);
+
 impl Loaded {
+    fn input(&self) -> PlanInput<'_> {
+        PlanInput {
+            config: &self.config,
+            snapshot: &self.snapshot,
+            previous: self.previous.as_ref(),
+            known: &self.known,
+            live: &NO_LIVE_VALUES,
+            now: self.now,
+        }
+    }
+
+    /// The source's diagnostics join the planner's, in one sorted list.
+    fn finish(&self, mut plan: Plan) -> Plan {
+        plan.diagnostics
+            .extend(self.source_diagnostics.iter().cloned());
+        plan.diagnostics.sort();
+        plan
+    }
+
     /// The plan `koppel plan` shows: like `koppel apply` would make it, generated values
     /// checked against live targets where the plan hands any out (see
     /// [`crate::apply::plan_with_live`]).
@@ -35,36 +58,14 @@ impl Loaded {
             return Ok(self.plan());
         }
         let targets = crate::apply::remote_targets(&self.config)?;
-        let mut plan = crate::apply::runtime()?.block_on(crate::apply::plan_with_live(
-            &PlanInput {
-                config: &self.config,
-                snapshot: &self.snapshot,
-                previous: self.previous.as_ref(),
-                known: &self.known,
-                live: &koppel_core::LiveValues::default(),
-                now: self.now,
-            },
-            &targets,
-        ))?;
-        plan.diagnostics
-            .extend(self.source_diagnostics.iter().cloned());
-        plan.diagnostics.sort();
-        Ok(plan)
+        let plan = crate::apply::runtime()?
+            .block_on(crate::apply::plan_with_live(&self.input(), &targets))?;
+        Ok(self.finish(plan))
     }
 
+    /// The plan without reading any target.
     pub fn plan(&self) -> Plan {
-        let mut plan = koppel_core::plan(&PlanInput {
-            config: &self.config,
-            snapshot: &self.snapshot,
-            previous: self.previous.as_ref(),
-            known: &self.known,
-            live: &koppel_core::LiveValues::default(),
-            now: self.now,
-        });
-        plan.diagnostics
-            .extend(self.source_diagnostics.iter().cloned());
-        plan.diagnostics.sort();
-        plan
+        self.finish(koppel_core::plan(&self.input()))
     }
 }
 

@@ -116,6 +116,22 @@ fn decode(line: &str) -> String {
     }
 }
 
+/// `koppel reconcile ldap` as JSON.
+fn reconcile(dir: &Path) -> serde_json::Value {
+    let out = ok(
+        dir,
+        &[
+            "reconcile",
+            "ldap",
+            "--now",
+            "2026-12-23",
+            "--output",
+            "json",
+        ],
+    );
+    serde_json::from_str(&out).unwrap()
+}
+
 fn person_entry(slapd: &Slapd, employee: &str) -> (String, Vec<String>) {
     let mut found = search(
         slapd,
@@ -278,18 +294,7 @@ fn the_demo_organisation_into_openldap_a_month_of_change_and_reconcile() {
     assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
 
     // Reconcile: the manual entry is an orphan; an edit behind koppel's back is drift.
-    let report = ok(
-        dir,
-        &[
-            "reconcile",
-            "ldap",
-            "--now",
-            "2026-12-23",
-            "--output",
-            "json",
-        ],
-    );
-    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let report = reconcile(dir);
     assert_eq!(report["orphans"].as_array().unwrap().len(), 1, "{report}");
     assert_eq!(report["orphans"][0]["correlation"], "X-1");
     assert_eq!(report["drift"], serde_json::json!([]), "{report}");
@@ -300,18 +305,7 @@ fn the_demo_organisation_into_openldap_a_month_of_change_and_reconcile() {
             obrien.0
         ))
         .unwrap();
-    let report = ok(
-        dir,
-        &[
-            "reconcile",
-            "ldap",
-            "--now",
-            "2026-12-23",
-            "--output",
-            "json",
-        ],
-    );
-    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let report = reconcile(dir);
     assert_eq!(report["drift"].as_array().unwrap().len(), 1, "{report}");
     assert_eq!(report["drift"][0]["person"], "1000903");
     assert_eq!(
