@@ -4,5 +4,6 @@
 //! Nothing here is a mock: these are Debian's own `slapd` and `samba` binaries on loopback.
 
 pub mod samba;
+pub mod scim;
 pub mod slapd;
 pub mod tls;
