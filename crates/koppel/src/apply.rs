@@ -80,7 +80,9 @@ pub fn remote_targets(
                 Arc::new(Lazy::new(&t.name, move || {
                     let (name, settings) = (name.clone(), settings.clone());
                     async move {
-                        let target = koppel_ldap::connect(&name, settings).await?;
+                        let target = koppel_ldap::connect(&name, settings)
+                            .await
+                            .map_err(|e| e.into_target_error(&name))?;
                         Ok(Arc::new(target) as Arc<dyn Target>)
                     }
                 }))
