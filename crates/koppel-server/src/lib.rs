@@ -1,0 +1,185 @@
+//! koppel's daemon side: for now the SCIM 2.0 service provider of the built-in directory
+//! (RFC 7643/7644) and a `/healthz` route, served by `koppel serve` through [`serve`].
+//!
+//! The pieces: [`filter`] (the filter and PATCH-path parser and evaluator), [`schema`]
+//! (User, enterprise User and Group schemas), [`resource`] (checking client JSON, the
+//! koppel ↔ SCIM attribute mapping, projection), [`patch`], [`store`] (how resources map
+//! onto the directory's tables) and [`http`] (the routes).
+
+pub mod error;
+pub mod filter;
+pub mod http;
+pub mod patch;
+pub mod resource;
+pub mod schema;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+pub use http::{ScimState, scim_router};
+pub use resource::Mapping;
+pub use store::Directory;
+
+/// `[serve]`: what `koppel serve` runs.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// The store file whose built-in directory is served.
+    pub store: PathBuf,
+    pub scim: ScimConfig,
+}
+
+/// `[serve.scim]`: the SCIM endpoint.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScimConfig {
+    /// The directory target served (its `name` in the configuration).
+    #[serde(default = "default_target")]
+    pub target: String,
+    /// Accepted bearer tokens, each by reference; at least one.
+    pub tokens: Vec<TokenRef>,
+    /// The public URL of the endpoint, for `meta.location` and `$ref`; default: `http://`
+    /// and the request's `Host`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Largest request body accepted, in bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// koppel attribute → SCIM path; replaces [`resource::DEFAULT_MAPPING`] when given.
+    #[serde(default)]
+    pub mapping: Option<BTreeMap<String, String>>,
+}
+
+fn default_target() -> String {
+    "directory".to_owned()
+}
+
+fn default_max_body() -> usize {
+    1024 * 1024
+}
+
+/// A secret by reference: an environment variable or a file, never the value itself.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRef {
+    #[serde(default)]
+    pub token_env: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+impl TokenRef {
+    /// Reads the token. Errors name the variable or file, never the value.
+    pub fn read(&self) -> Result<String, ServeError> {
+        let value = match (&self.token_env, &self.token_file) {
+            (Some(var), None) => std::env::var(var)
+                .map_err(|_| ServeError::Config(format!("the token variable {var} is not set")))?,
+            (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| {
+                ServeError::Config(format!("the token file {}: {e}", path.display()))
+            })?,
+            _ => {
+                return Err(ServeError::Config(
+                    "each token has exactly one of token_env and token_file".to_owned(),
+                ));
+            }
+        };
+        let value = value.trim().to_owned();
+        if value.is_empty() {
+            return Err(ServeError::Config(format!(
+                "the token from {} is empty",
+                self.token_env.as_deref().map_or_else(
+                    || self
+                        .token_file
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    str::to_owned
+                )
+            )));
+        }
+        Ok(value)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("serve configuration: {0}")]
+    Config(String),
+    #[error("store: {0}")]
+    Store(String),
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+impl ScimConfig {
+    /// The attribute mapping this configuration asks for.
+    pub fn mapping(&self) -> Result<Mapping, ServeError> {
+        match &self.mapping {
+            None => Ok(Mapping::default_mapping()),
+            Some(m) => Mapping::new(m.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .map_err(|e| ServeError::Config(format!("[serve.scim.mapping]: {e}"))),
+        }
+    }
+
+    /// The endpoint's state over the store behind `pool`.
+    pub async fn state(&self, pool: sqlx::SqlitePool) -> Result<ScimState, ServeError> {
+        let tokens = self
+            .tokens
+            .iter()
+            .map(TokenRef::read)
+            .collect::<Result<Vec<_>, _>>()?;
+        let dir = Directory::open(pool, &self.target, self.mapping()?)
+            .await
+            .map_err(ServeError::Store)?;
+        ScimState::new(dir, &tokens, self.base_url.clone(), self.max_body_bytes)
+            .map_err(ServeError::Config)
+    }
+}
+
+/// Opens the store, serves the SCIM endpoint and `/healthz` on `addr` until Ctrl-C or
+/// SIGTERM, then closes the store.
+pub async fn serve(addr: SocketAddr, config: ServeConfig) -> Result<(), ServeError> {
+    let store = koppel_store::SqliteStore::open(&config.store)
+        .await
+        .map_err(|e| ServeError::Store(e.to_string()))?;
+    let state = config.scim.state(store.pool().clone()).await?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Listen { addr, source })?;
+    tracing::info!(%addr, target = %config.scim.target, "SCIM endpoint listening");
+    let result = axum::serve(listener, scim_router(state))
+        .with_graceful_shutdown(shutdown())
+        .await
+        .map_err(|source| ServeError::Listen { addr, source });
+    store.close().await;
+    result
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        // Without a handler there is nothing to wait for but SIGTERM.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
