@@ -87,9 +87,23 @@ pub fn remote_targets(
                     }
                 }))
             }
+            TargetKind::Scim => {
+                let table = t.connection.clone().unwrap_or_default();
+                let settings = koppel_scim::ScimConfig::from_table(&t.name, &table)?;
+                let name = t.name.clone();
+                Arc::new(Lazy::new(&t.name, move || {
+                    let (name, settings) = (name.clone(), settings.clone());
+                    async move {
+                        let target = koppel_scim::connect(&name, settings)
+                            .await
+                            .map_err(|e| e.into_target_error(&name))?;
+                        Ok(Arc::new(target) as Arc<dyn Target>)
+                    }
+                }))
+            }
             other => bail!(
                 "target {:?} has kind {other:?}, which this koppel cannot apply to yet; \
-                 `koppel plan` works for it, `koppel apply` needs kind = \"directory\" or \"ldap\"",
+                 `koppel plan` works for it, `koppel apply` needs kind = \"directory\", \"ldap\" or \"scim\"",
                 t.name
             ),
         };

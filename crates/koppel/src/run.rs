@@ -184,11 +184,17 @@ pub fn validate(path: &Path) -> anyhow::Result<ExitCode> {
     let config = read_config(path)?;
     // Connector settings are the connector's to check; nothing is contacted here.
     for t in &config.targets {
-        if t.kind == config::TargetKind::Ldap {
-            let table = t.connection.clone().unwrap_or_default();
-            koppel_ldap::LdapConfig::from_table(&t.name, &table)
-                .with_context(|| format!("{}: target {:?}", path.display(), t.name))?;
-        }
+        let table = t.connection.clone().unwrap_or_default();
+        let checked = match t.kind {
+            config::TargetKind::Ldap => koppel_ldap::LdapConfig::from_table(&t.name, &table)
+                .map(drop)
+                .map_err(anyhow::Error::from),
+            config::TargetKind::Scim => koppel_scim::ScimConfig::from_table(&t.name, &table)
+                .map(drop)
+                .map_err(anyhow::Error::from),
+            _ => Ok(()),
+        };
+        checked.with_context(|| format!("{}: target {:?}", path.display(), t.name))?;
     }
     let expressions: usize = config
         .targets
