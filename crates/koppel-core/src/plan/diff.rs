@@ -31,14 +31,16 @@ pub(crate) fn person_actions(
     let mut changed_fields: Option<Vec<String>> = None;
     for (ti, target) in ctx.cfg.targets.iter().enumerate() {
         let v = &e.targets[ti];
-        let known = ctx.known_account(ti, id);
+        let known = v.known;
         if v.held {
             continue;
         }
+        // Only targets planned after this one can read its account data.
+        let read_later = ctx.reads_accounts[ti + 1..].iter().any(|r| *r);
         if !v.account {
             if let Some(k) = known {
                 // Later targets still read what this account holds while it winds down.
-                if ctx.reads_accounts.iter().any(|r| *r) {
+                if read_later {
                     accounts.insert(target.name.clone(), known_data(target, k));
                 }
                 leave(
@@ -125,7 +127,7 @@ pub(crate) fn person_actions(
             desired.insert(f.as_str(), val.clone());
         }
         // Account data for the targets that come after this one.
-        if ctx.reads_accounts.iter().any(|r| *r) {
+        if read_later {
             let mut data: BTreeMap<String, AttrValue> = target
                 .attributes
                 .iter()
@@ -188,7 +190,7 @@ pub(crate) fn person_actions(
                 a.enabled = Some(v.enabled);
                 a.generator_inputs = v.generator_inputs.clone();
                 actions.push(a);
-                for (name, g) in &v.permissions {
+                for (name, g) in v.permissions.iter() {
                     let mut a =
                         Action::new(&target.name, id, ActionKind::Grant, vec![grounds_reason(g)]);
                     a.permission = Some(name.clone());
@@ -233,7 +235,7 @@ pub(crate) fn person_actions(
                     actions.push(a);
                 }
                 lifecycle(ctx, &target.name, person, v, k, &mut actions);
-                for (name, g) in &v.permissions {
+                for (name, g) in v.permissions.iter() {
                     if !k.permissions.contains(name) {
                         let mut a = Action::new(
                             &target.name,
@@ -431,8 +433,18 @@ pub(crate) fn gone_persons(ctx: &Ctx<'_>, snapshot: &Snapshot) -> Vec<Action> {
     let mut actions = Vec::new();
     for (ti, known) in ctx.known.iter().enumerate() {
         let Some(known) = known else { continue };
+        // Accounts and persons are both in external id order: one walk over the two, not a
+        // search of the snapshot per account.
+        let mut persons = snapshot.persons.iter().peekable();
         for (person, k) in &known.accounts {
-            if snapshot.person(person).is_none() {
+            while persons
+                .next_if(|p| p.external_id.as_str() < person.as_str())
+                .is_some()
+            {}
+            let present = persons
+                .peek()
+                .is_some_and(|p| p.external_id.as_str() == person.as_str());
+            if !present {
                 leave(
                     ctx,
                     ti,

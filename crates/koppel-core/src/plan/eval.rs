@@ -110,11 +110,94 @@ pub struct RuleVerdict {
     pub contracts: Vec<ContractVerdict>,
 }
 
+/// A small set of indices (rules, contracts), in ascending order. Most hold one or two
+/// entries: a sorted vector costs one small allocation where a `BTreeSet` costs a 100-byte
+/// node, and a plan keeps one per wanted account and permission of every person.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdSet(Vec<usize>);
+
+impl IdSet {
+    pub fn insert(&mut self, id: usize) {
+        // Ids mostly arrive in ascending order: check the end before searching.
+        match self.0.last() {
+            None => self.0.push(id),
+            Some(&last) if last < id => self.0.push(id),
+            Some(&last) if last == id => {}
+            _ => {
+                if let Err(at) = self.0.binary_search(&id) {
+                    self.0.insert(at, id);
+                }
+            }
+        }
+    }
+    pub fn contains(&self, id: usize) -> bool {
+        self.0.binary_search(&id).is_ok()
+    }
+    pub fn iter(&self) -> std::slice::Iter<'_, usize> {
+        self.0.iter()
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'s> IntoIterator for &'s IdSet {
+    type Item = &'s usize;
+    type IntoIter = std::slice::Iter<'s, usize>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
 /// Why a permission is wanted: the rules and contracts that grant it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Grounds {
-    pub rules: BTreeSet<usize>,
-    pub contracts: BTreeSet<usize>,
+    pub rules: IdSet,
+    pub contracts: IdSet,
+}
+
+/// Wanted permissions by name, in name order: a sorted vector, because a person has a
+/// handful per target and a map's node is larger than all of them together.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Permissions(Vec<(String, Grounds)>);
+
+impl Permissions {
+    /// The grounds of `name`, added empty when it is new.
+    pub fn entry(&mut self, name: String) -> &mut Grounds {
+        let at = match self.0.binary_search_by(|(n, _)| n.as_str().cmp(&name)) {
+            Ok(at) => at,
+            Err(at) => {
+                self.0.insert(at, (name, Grounds::default()));
+                at
+            }
+        };
+        &mut self.0[at].1
+    }
+    pub fn get(&self, name: &str) -> Option<&Grounds> {
+        self.0
+            .binary_search_by(|(n, _)| n.as_str().cmp(name))
+            .ok()
+            .map(|at| &self.0[at].1)
+    }
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+    /// Name and grounds, in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Grounds)> {
+        self.0.iter().map(|(n, g)| (n, g))
+    }
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().map(|(n, _)| n)
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// A generator that has to produce values for this person in this target.
@@ -129,7 +212,7 @@ pub(crate) struct Pending {
 
 /// What one target should hold for the person.
 #[derive(Debug, Clone, Default)]
-pub struct TargetVerdict {
+pub struct TargetVerdict<'a> {
     /// A rule entitles the person to an account.
     pub account: bool,
     /// The account should be enabled (a contract in conditions has started).
@@ -140,11 +223,13 @@ pub struct TargetVerdict {
     pub grounds: Grounds,
     /// Earliest start among the contracts in conditions.
     pub first_start: Option<Date>,
-    pub permissions: BTreeMap<String, Grounds>,
+    pub permissions: Permissions,
     /// Values generators produced in this run (phase two).
     pub generated: BTreeMap<String, AttrValue>,
     pub generator_inputs: BTreeMap<String, Vec<String>>,
     pub(crate) pending: Vec<Pending>,
+    /// The known account in this target, looked up once per person for all phases.
+    pub(crate) known: Option<&'a KnownAccount>,
 }
 
 /// Everything planning learned about one person.
@@ -156,7 +241,7 @@ pub struct PersonEval<'a> {
     /// Missing required fields: the person is blocked.
     pub blocked: Option<Vec<String>>,
     /// Per target index.
-    pub targets: Vec<TargetVerdict>,
+    pub targets: Vec<TargetVerdict<'a>>,
     /// Per rule, in explain mode.
     pub rules: Vec<RuleVerdict>,
     pub diagnostics: Vec<Diagnostic>,
@@ -172,7 +257,12 @@ impl<'a> Ctx<'a> {
             primary: None,
             excluded: person.excluded,
             blocked: None,
-            targets: vec![TargetVerdict::default(); cfg.targets.len()],
+            targets: (0..cfg.targets.len())
+                .map(|ti| TargetVerdict {
+                    known: self.known_account(ti, &person.external_id),
+                    ..TargetVerdict::default()
+                })
+                .collect(),
             rules: Vec::new(),
             diagnostics: Vec::new(),
         };
@@ -317,7 +407,7 @@ impl<'a> Ctx<'a> {
             if name.is_empty() {
                 continue;
             }
-            let g = out.targets[p.target].permissions.entry(name).or_default();
+            let g = out.targets[p.target].permissions.entry(name);
             g.rules.insert(rule_index);
             g.contracts.insert(contract_index);
         }
@@ -360,7 +450,7 @@ impl<'a> Ctx<'a> {
         target: &CompiledTarget,
         scope: &Scope<'_>,
     ) {
-        let known = self.known_account(ti, &out.person.external_id);
+        let known = out.targets[ti].known;
         for (gi, g) in target.generators.iter().enumerate() {
             if known.is_some() && g.regenerate == Regenerate::Never {
                 continue;

@@ -5,7 +5,7 @@ mod diff;
 mod eval;
 mod generate;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -19,7 +19,9 @@ use crate::org::Org;
 use crate::state::KnownState;
 use crate::value::AttrValue;
 
-pub use eval::{ContractVerdict, Grounds, PersonEval, RuleVerdict, TargetVerdict, in_window};
+pub use eval::{
+    ContractVerdict, Grounds, IdSet, Permissions, PersonEval, RuleVerdict, TargetVerdict, in_window,
+};
 
 /// What an action does, in the order a plan executes them: creates before grants, revokes
 /// before disables and deletes.
@@ -239,42 +241,59 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     let cfg = input.config;
     let org = Org::new(input.snapshot.departments.clone());
     let ctx = eval::Ctx::new(cfg, &org, input.known, input.now);
+    let previous = input.previous;
+    let finish = |e: &PersonEval<'_>| -> Planned {
+        let before = previous.and_then(|s| s.person(&e.person.external_id));
+        let (actions, mut diagnostics) = diff::person_actions(&ctx, e, before);
+        diagnostics.extend(e.diagnostics.iter().cloned());
+        Planned {
+            actions,
+            diagnostics,
+            blocked: e.blocked.as_ref().map(|missing| Blocked {
+                person: e.person.external_id.clone(),
+                missing: missing.clone(),
+            }),
+        }
+    };
 
-    // Phase 1, in parallel: rules, entitlements and generator candidates per person.
-    let mut evals: Vec<PersonEval<'_>> = input
+    // Phase 1, in parallel: rules, entitlements and generator candidates per person. A
+    // person no generator has to run for does not depend on anyone else: phase three runs
+    // for them right away, and their evaluation is dropped instead of held for the whole
+    // population (in an up-to-date run, that is nearly everyone).
+    let first: Vec<Result<Planned, PersonEval<'_>>> = input
         .snapshot
         .persons
         .par_iter()
-        .map(|p| ctx.evaluate(p, false))
+        .map(|p| {
+            let e = ctx.evaluate(p, false);
+            if e.targets.iter().any(|t| !t.pending.is_empty()) {
+                Err(e)
+            } else {
+                Ok(finish(&e))
+            }
+        })
+        .collect();
+    let mut waiting = Vec::new();
+    let mut planned: Vec<Option<Planned>> = first
+        .into_iter()
+        .map(|r| r.map_err(|e| waiting.push(e)).ok())
         .collect();
 
     // Phase 2, in order: unique values, which depend on every person before this one.
     let mut diagnostics = Vec::new();
-    generate::allocate(&ctx, input.live, &mut evals, &mut diagnostics);
+    generate::allocate(&ctx, input.live, &mut waiting, &mut diagnostics);
 
-    // Phase 3, in parallel: mappings and the diff against the known state.
-    let previous = input.previous;
-    let per_person: Vec<(Vec<Action>, Vec<Diagnostic>)> = evals
-        .par_iter()
-        .map(|e| {
-            let before = previous.and_then(|s| s.person(&e.person.external_id));
-            diff::person_actions(&ctx, e, before)
-        })
-        .collect();
-
-    let mut blocked = Vec::new();
-    for e in &evals {
-        diagnostics.extend(e.diagnostics.iter().cloned());
-        if let Some(missing) = &e.blocked {
-            blocked.push(Blocked {
-                person: e.person.external_id.clone(),
-                missing: missing.clone(),
-            });
-        }
+    // Phase 3, in parallel, for the persons that waited for phase two: mappings and the
+    // diff against the known state.
+    let rest: Vec<Planned> = waiting.into_par_iter().map(|e| finish(&e)).collect();
+    let mut rest = rest.into_iter();
+    for slot in planned.iter_mut().filter(|s| s.is_none()) {
+        *slot = rest.next();
     }
+
     // Targets in dependency order, then the execution phase, then person: each person's
     // actions come out of phase three in target order and sorted within a kind, and persons
-    // come in external id order, so bucketing keeps the order without a global sort.
+    // come in external id order, so a counting sort by (target, kind) keeps the order.
     let target_order: BTreeMap<&str, usize> = cfg
         .targets
         .iter()
@@ -282,8 +301,6 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         .map(|(i, t)| (t.name.as_str(), i))
         .collect();
     let kinds = ActionKind::ALL.len();
-    let mut buckets: Vec<Vec<Action>> =
-        (0..cfg.targets.len() * kinds).map(|_| Vec::new()).collect();
     let bucket = |a: &Action| {
         let t = target_order.get(a.target.as_str()).copied().unwrap_or(0);
         let k = ActionKind::ALL
@@ -292,25 +309,63 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             .unwrap_or(0);
         t * kinds + k
     };
-    for (a, d) in per_person {
-        for action in a {
-            let b = bucket(&action);
-            buckets[b].push(action);
-        }
-        diagnostics.extend(d);
-    }
     let gone = diff::gone_persons(&ctx, input.snapshot);
-    let touched: BTreeSet<usize> = gone.iter().map(&bucket).collect();
-    for action in gone {
-        let b = bucket(&action);
-        buckets[b].push(action);
+    let mut sizes = vec![0usize; cfg.targets.len().max(1) * kinds];
+    let mut gone_in = vec![false; sizes.len()];
+    for p in planned.iter().flatten() {
+        for a in &p.actions {
+            sizes[bucket(a)] += 1;
+        }
+    }
+    for a in &gone {
+        let b = bucket(a);
+        sizes[b] += 1;
+        gone_in[b] = true;
+    }
+    let mut next: Vec<usize> = sizes
+        .iter()
+        .scan(0, |at, n| {
+            let start = *at;
+            *at += n;
+            Some(start)
+        })
+        .collect();
+    let starts = next.clone();
+    let total: usize = sizes.iter().sum();
+    // Actions in person order with the position each takes in the plan; one buffer, then
+    // permuted in place, so the plan's actions are never held twice.
+    let mut actions: Vec<Action> = Vec::with_capacity(total);
+    let mut position: Vec<usize> = Vec::with_capacity(total);
+    let mut blocked = Vec::new();
+    for p in planned.into_iter().flatten() {
+        for a in p.actions {
+            let b = bucket(&a);
+            position.push(next[b]);
+            next[b] += 1;
+            actions.push(a);
+        }
+        diagnostics.extend(p.diagnostics);
+        blocked.extend(p.blocked);
+    }
+    for a in gone {
+        let b = bucket(&a);
+        position.push(next[b]);
+        next[b] += 1;
+        actions.push(a);
+    }
+    for i in 0..actions.len() {
+        while position[i] != i {
+            let to = position[i];
+            actions.swap(i, to);
+            position.swap(i, to);
+        }
     }
     // Only buckets that received actions of persons gone from the source need ordering;
     // they hold two sorted runs, which the stable sort merges in linear time.
-    for b in touched {
-        buckets[b].sort_by(|x, y| (&x.person, &x.permission).cmp(&(&y.person, &y.permission)));
+    for (b, _) in gone_in.iter().enumerate().filter(|(_, g)| **g) {
+        actions[starts[b]..starts[b] + sizes[b]]
+            .sort_by(|x, y| (&x.person, &x.permission).cmp(&(&y.person, &y.permission)));
     }
-    let actions: Vec<Action> = buckets.into_iter().flatten().collect();
     diagnostics.sort();
 
     let population = population_change(input.snapshot, input.previous, blocked.len() as u64);
@@ -325,16 +380,30 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     }
 }
 
+/// One person's part of a plan.
+struct Planned {
+    actions: Vec<Action>,
+    diagnostics: Vec<Diagnostic>,
+    blocked: Option<Blocked>,
+}
+
+/// The distinct external ids of a snapshot, in order.
+fn person_ids(s: &Snapshot) -> Vec<&str> {
+    let mut ids: Vec<&str> = s.persons.iter().map(|p| p.external_id.as_str()).collect();
+    // A normalized snapshot is sorted already; one from elsewhere is sorted here.
+    if !ids.is_sorted() {
+        ids.sort_unstable();
+    }
+    ids.dedup();
+    ids
+}
+
 fn population_change(
     current: &Snapshot,
     previous: Option<&Snapshot>,
     blocked: u64,
 ) -> PopulationChange {
-    let now_ids: BTreeSet<&str> = current
-        .persons
-        .iter()
-        .map(|p| p.external_id.as_str())
-        .collect();
+    let now_ids = person_ids(current);
     let mut change = PopulationChange {
         previous: None,
         current: now_ids.len() as u64,
@@ -343,14 +412,30 @@ fn population_change(
         blocked,
     };
     if let Some(prev) = previous {
-        let before: BTreeSet<&str> = prev
-            .persons
-            .iter()
-            .map(|p| p.external_id.as_str())
-            .collect();
+        let before = person_ids(prev);
         change.previous = Some(before.len() as u64);
-        change.added = now_ids.difference(&before).count() as u64;
-        change.removed = before.difference(&now_ids).count() as u64;
+        // Both sorted and distinct: one walk counts what only one side has.
+        let (mut i, mut j) = (0, 0);
+        while i < now_ids.len() || j < before.len() {
+            match (now_ids.get(i), before.get(j)) {
+                (Some(a), Some(b)) if a == b => {
+                    i += 1;
+                    j += 1;
+                }
+                (Some(a), Some(b)) if a < b => {
+                    change.added += 1;
+                    i += 1;
+                }
+                (Some(_), None) => {
+                    change.added += 1;
+                    i += 1;
+                }
+                _ => {
+                    change.removed += 1;
+                    j += 1;
+                }
+            }
+        }
     }
     change
 }
