@@ -121,6 +121,7 @@ pub fn scim_router(state: ScimState) -> Router {
                 .patch(patch_group)
                 .delete(delete_group),
         )
+        .route("/.search", post(search_all))
         .route("/Me", any(not_implemented))
         .route("/Bulk", any(not_implemented))
         .fallback(not_found)
@@ -511,13 +512,12 @@ fn lookups(f: &Filter, kind: Kind) -> Option<Vec<(&'static str, String)>> {
     }
 }
 
-fn page(
+/// Filters and sorts `resources` of `kind` as `q` asks.
+fn select(
     kind: Kind,
     q: &ListQuery,
     mut resources: Vec<Map<String, Value>>,
-    total: Option<usize>,
-    sliced: bool,
-) -> Value {
+) -> Vec<Map<String, Value>> {
     if let Some(f) = &q.filter {
         resources.retain(|r| filter::matches(f, r, kind));
     }
@@ -535,19 +535,30 @@ fn page(
             if q.descending { o.reverse() } else { o }
         });
     }
+    resources
+}
+
+/// A list response: the page `q` asks for (unless `sliced`: the resources are that page
+/// already, of `total`), projected.
+fn respond(
+    q: &ListQuery,
+    resources: Vec<(Kind, Map<String, Value>)>,
+    total: Option<usize>,
+    sliced: bool,
+) -> Value {
     let total = total.unwrap_or(resources.len());
-    let items: Vec<Map<String, Value>> = if sliced {
+    let items: Vec<(Kind, Map<String, Value>)> = if sliced {
         resources
     } else {
         resources
             .into_iter()
-            .skip(q.start_index - 1)
+            .skip(q.start_index.saturating_sub(1))
             .take(q.count)
             .collect()
     };
     let items: Vec<Value> = items
         .into_iter()
-        .map(|mut r| {
+        .map(|(kind, mut r)| {
             project(&mut r, kind, &q.attributes, &q.excluded);
             Value::Object(r)
         })
@@ -561,25 +572,53 @@ fn page(
     })
 }
 
+fn page(
+    kind: Kind,
+    q: &ListQuery,
+    resources: Vec<Map<String, Value>>,
+    total: Option<usize>,
+    sliced: bool,
+) -> Value {
+    let selected = select(kind, q, resources)
+        .into_iter()
+        .map(|r| (kind, r))
+        .collect();
+    respond(q, selected, total, sliced)
+}
+
 async fn user_list(s: &ScimState, base: &str, q: &ListQuery) -> Result<Value, ScimError> {
+    let dir = &s.inner.dir;
+    if q.filter.is_none() && q.sort_by.is_none() {
+        let (total, rows) = dir
+            .user_page(q.start_index as i64 - 1, q.count as i64)
+            .await?;
+        let resources = rows
+            .iter()
+            .map(|r| render_user(r, dir.mapping(), base))
+            .collect();
+        return Ok(page(Kind::User, q, resources, Some(total as usize), true));
+    }
+    Ok(page(
+        Kind::User,
+        q,
+        user_candidates(s, base, q).await?,
+        None,
+        false,
+    ))
+}
+
+/// The users a filter may match, rendered: found by index where the filter allows.
+async fn user_candidates(
+    s: &ScimState,
+    base: &str,
+    q: &ListQuery,
+) -> Result<Vec<Map<String, Value>>, ScimError> {
     let dir = &s.inner.dir;
     let render = |rows: Vec<UserRow>| -> Vec<Map<String, Value>> {
         rows.iter()
             .map(|r| render_user(r, dir.mapping(), base))
             .collect()
     };
-    if q.filter.is_none() && q.sort_by.is_none() {
-        let (total, rows) = dir
-            .user_page(q.start_index as i64 - 1, q.count as i64)
-            .await?;
-        return Ok(page(
-            Kind::User,
-            q,
-            render(rows),
-            Some(total as usize),
-            true,
-        ));
-    }
     let rows = match q.filter.as_ref().and_then(|f| lookups(f, Kind::User)) {
         Some(keys) => {
             let mut rows: Vec<UserRow> = Vec::new();
@@ -600,10 +639,24 @@ async fn user_list(s: &ScimState, base: &str, q: &ListQuery) -> Result<Value, Sc
         }
         None => dir.all_users().await?,
     };
-    Ok(page(Kind::User, q, render(rows), None, false))
+    Ok(render(rows))
 }
 
 async fn group_list(s: &ScimState, base: &str, q: &ListQuery) -> Result<Value, ScimError> {
+    Ok(page(
+        Kind::Group,
+        q,
+        group_candidates(s, base, q).await?,
+        None,
+        false,
+    ))
+}
+
+async fn group_candidates(
+    s: &ScimState,
+    base: &str,
+    q: &ListQuery,
+) -> Result<Vec<Map<String, Value>>, ScimError> {
     let dir = &s.inner.dir;
     let rows = match q.filter.as_ref().and_then(|f| lookups(f, Kind::Group)) {
         Some(keys) => {
@@ -630,8 +683,30 @@ async fn group_list(s: &ScimState, base: &str, q: &ListQuery) -> Result<Value, S
         }
         None => dir.all_groups().await?,
     };
-    let resources = rows.iter().map(|r| render_group(r, base)).collect();
-    Ok(page(Kind::Group, q, resources, None, false))
+    Ok(rows.iter().map(|r| render_group(r, base)).collect())
+}
+
+/// `POST /.search`: Users and Groups at once (RFC 7644 §3.4.3), Users first.
+async fn search_all(
+    State(s): State<ScimState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ScimError> {
+    let body = json_body(body)?;
+    let base = s.base(&headers);
+    let mut all: Vec<(Kind, Map<String, Value>)> = Vec::new();
+    let mut last = None;
+    for kind in [Kind::User, Kind::Group] {
+        let q = ListQuery::from_body(kind, &body)?;
+        let found = match kind {
+            Kind::User => user_candidates(&s, &base, &q).await?,
+            Kind::Group => group_candidates(&s, &base, &q).await?,
+        };
+        all.extend(select(kind, &q, found).into_iter().map(|r| (kind, r)));
+        last = Some(q);
+    }
+    let q = last.unwrap_or_default();
+    Ok(ok_json(StatusCode::OK, respond(&q, all, None, false)))
 }
 
 async fn list_users(
@@ -756,8 +831,10 @@ fn user_write(
         return Err(ScimError::invalid_value("userName is required"));
     }
     let (attributes, mut rest) = mapping.extract(&resource);
-    let enabled = match rest.remove("active") {
-        Some(Value::Bool(b)) => b,
+    // The value lives in the enabled column; the key stays in the SCIM data to say the
+    // client assigned it.
+    let enabled = match rest.get("active") {
+        Some(Value::Bool(b)) => *b,
         _ => current_enabled,
     };
     rest.remove("password");

@@ -172,6 +172,9 @@ fn apply_path(
                     resource.remove(urn);
                 }
                 for (k, sv) in v {
+                    if k.eq_ignore_ascii_case("schemas") {
+                        continue;
+                    }
                     let p = PatchPath {
                         attr: AttrPath {
                             urn: Some(urn.to_owned()),

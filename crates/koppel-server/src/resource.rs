@@ -426,7 +426,17 @@ fn set_path(resource: &mut Map<String, Value>, path: &PatchPath, value: Option<V
                         items.push(Value::Object(element));
                     }
                     (Some(i), None) => {
-                        items.remove(i);
+                        // The value goes; the element too when nothing but what the filter
+                        // names is left of it (`{"type": "work"}`), so `display` or
+                        // `primary` a client gave survive the split into koppel's attribute.
+                        let implied = element_from_filter(f, def);
+                        let bare = items[i].as_object_mut().is_none_or(|e| {
+                            e.remove(&sub);
+                            e.iter().all(|(k, v)| implied.get(k) == Some(v))
+                        });
+                        if bare {
+                            items.remove(i);
+                        }
                     }
                     (None, None) => {}
                 }

@@ -887,7 +887,11 @@ pub fn render_user(row: &UserRow, mapping: &Mapping, base: &str) -> Map<String, 
         .unwrap_or_default();
     mapping.overlay(&row.attributes, &mut r);
     r.insert("id".to_owned(), json!(row.reference));
-    r.insert("active".to_owned(), json!(row.enabled));
+    // `active` is the enabled column. A client that removed it (or never sent it) reads it
+    // back unassigned, unless the account is disabled: that is always shown.
+    if row.extra.is_none() || r.contains_key("active") || !row.enabled {
+        r.insert("active".to_owned(), json!(row.enabled));
+    }
     if !row.groups.is_empty() {
         let groups: Vec<Value> = row
             .groups
@@ -930,15 +934,14 @@ pub fn render_group(row: &GroupRow, base: &str) -> Map<String, Value> {
             .members
             .iter()
             .map(|(reference, display)| {
-                let mut m = json!({
+                // No `display`: the directory does not keep the one a client sends, and
+                // one made up here would differ from it.
+                let _ = display;
+                json!({
                     "value": reference,
                     "$ref": format!("{base}/Users/{reference}"),
                     "type": "User",
-                });
-                if let Some(d) = display {
-                    m["display"] = json!(d);
-                }
-                m
+                })
             })
             .collect();
         r.insert("members".to_owned(), Value::Array(members));
