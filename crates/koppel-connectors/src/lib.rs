@@ -5,6 +5,7 @@ pub mod conformance;
 pub mod directory;
 pub mod file;
 pub mod lazy;
+pub mod settings;
 pub mod source;
 pub mod target;
 

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use koppel_connectors::settings;
 use serde::Deserialize;
 
 use crate::dn::Dn;
@@ -184,15 +185,8 @@ impl LdapConfig {
     /// (`targets.<target>.connection.<key>`).
     pub fn from_table(target: &str, table: &toml::Table) -> Result<LdapConfig, LdapError> {
         let prefix = format!("targets.{target}.connection");
-        let value = toml::Value::Table(table.clone());
         let config: LdapConfig =
-            serde_path_to_error::deserialize(value).map_err(|e| LdapError::Config {
-                message: if e.path().iter().next().is_none() {
-                    format!("{prefix}: {}", e.inner())
-                } else {
-                    format!("{prefix}.{}: {}", e.path(), e.inner())
-                },
-            })?;
+            settings::connection(target, table).map_err(|message| LdapError::Config { message })?;
         config.check(&prefix)?;
         Ok(config)
     }
@@ -323,37 +317,13 @@ impl LdapConfig {
     /// Reads the bind password from where the configuration points. The error names the
     /// variable or file, never the secret.
     pub(crate) fn password(&self) -> Result<String, LdapError> {
+        let secret =
+            |r: Result<String, String>| r.map_err(|message| LdapError::SecretNotFound { message });
         if let Some(var) = &self.password_env {
-            return match std::env::var(var) {
-                Ok(v) if !v.is_empty() => Ok(v),
-                Ok(_) => Err(LdapError::SecretNotFound {
-                    message: format!("the environment variable {var} (password_env) is empty"),
-                }),
-                Err(_) => Err(LdapError::SecretNotFound {
-                    message: format!("the environment variable {var} (password_env) is not set"),
-                }),
-            };
+            return secret(settings::env_secret(var, "password_env"));
         }
         if let Some(path) = &self.password_file {
-            return match std::fs::read_to_string(path) {
-                Ok(v) => {
-                    let v = v.trim_end_matches(['\r', '\n']).to_owned();
-                    if v.is_empty() {
-                        Err(LdapError::SecretNotFound {
-                            message: format!("the password file {} is empty", path.display()),
-                        })
-                    } else {
-                        Ok(v)
-                    }
-                }
-                Err(e) => Err(LdapError::SecretNotFound {
-                    message: format!(
-                        "the password file {} (password_file) cannot be read: {}",
-                        path.display(),
-                        e.kind()
-                    ),
-                }),
-            };
+            return secret(settings::file_secret(path, "password_file"));
         }
         Err(LdapError::Config {
             message: "no password_env or password_file".into(),

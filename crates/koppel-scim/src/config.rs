@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use koppel_connectors::settings;
 use serde::Deserialize;
 
 use crate::error::ScimError;
@@ -152,15 +153,8 @@ impl ScimConfig {
     /// (`targets.<target>.connection.<key>`).
     pub fn from_table(target: &str, table: &toml::Table) -> Result<ScimConfig, ScimError> {
         let prefix = format!("targets.{target}.connection");
-        let value = toml::Value::Table(table.clone());
         let config: ScimConfig =
-            serde_path_to_error::deserialize(value).map_err(|e| ScimError::Config {
-                message: if e.path().iter().next().is_none() {
-                    format!("{prefix}: {}", e.inner())
-                } else {
-                    format!("{prefix}.{}: {}", e.path(), e.inner())
-                },
-            })?;
+            settings::connection(target, table).map_err(|message| ScimError::Config { message })?;
         config.check(&prefix)?;
         Ok(config)
     }
@@ -284,37 +278,11 @@ fn check_http_url(s: &str) -> Result<(), String> {
 }
 
 fn read_env(var: &str, key: &str) -> Result<String, ScimError> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Ok(v),
-        Ok(_) => Err(ScimError::SecretMissing {
-            message: format!("the environment variable {var} ({key}) is empty"),
-        }),
-        Err(_) => Err(ScimError::SecretMissing {
-            message: format!("the environment variable {var} ({key}) is not set"),
-        }),
-    }
+    settings::env_secret(var, key).map_err(|message| ScimError::SecretMissing { message })
 }
 
 fn read_file(path: &Path, key: &str) -> Result<String, ScimError> {
-    match std::fs::read_to_string(path) {
-        Ok(v) => {
-            let v = v.trim_end_matches(['\r', '\n']).to_owned();
-            if v.is_empty() {
-                Err(ScimError::SecretMissing {
-                    message: format!("the file {} ({key}) is empty", path.display()),
-                })
-            } else {
-                Ok(v)
-            }
-        }
-        Err(e) => Err(ScimError::SecretMissing {
-            message: format!(
-                "the file {} ({key}) cannot be read: {}",
-                path.display(),
-                e.kind()
-            ),
-        }),
-    }
+    settings::file_secret(path, key).map_err(|message| ScimError::SecretMissing { message })
 }
 
 #[cfg(test)]
