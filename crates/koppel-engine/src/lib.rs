@@ -113,16 +113,32 @@ impl Engine<'_> {
             .into_iter()
             .map(|i| i.plan_id)
             .collect();
-        let mut known = known.clone();
+        // The caller's state until a resumed plan changes the store: a run with nothing to
+        // resume (the usual case) neither copies nor reloads it.
+        let mut reloaded: Option<KnownState> = None;
         for stored in self.store.plans(Some(PlanStatus::Applying)).await? {
-            let r = self.execute(&stored, &known, Mode::Normal, now).await?;
-            known = self.store.known_state().await?;
+            let r = self
+                .execute(
+                    &stored,
+                    reloaded.as_ref().unwrap_or(known),
+                    Mode::Normal,
+                    now,
+                )
+                .await?;
+            reloaded = Some(self.store.known_state().await?);
             reports.push(r);
         }
         for stored in self.store.plans(Some(PlanStatus::Held)).await? {
             if open.contains(&stored.id) {
-                let r = self.execute(&stored, &known, Mode::Approved, now).await?;
-                known = self.store.known_state().await?;
+                let r = self
+                    .execute(
+                        &stored,
+                        reloaded.as_ref().unwrap_or(known),
+                        Mode::Approved,
+                        now,
+                    )
+                    .await?;
+                reloaded = Some(self.store.known_state().await?);
                 reports.push(r);
             }
         }
