@@ -157,10 +157,55 @@ fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// Starts a new peak: Linux resets VmHWM to the current RSS on writing 5 to clear_refs, so
+/// each phase reports its own peak instead of the whole process's.
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// User + system CPU time of the whole process (all threads), from /proc/self/stat. The
+/// machine is shared, so CPU time says more about a change than wall time does.
+fn cpu_time() -> Duration {
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which is in parentheses and may hold spaces.
+            let rest = s.get(s.rfind(')')? + 2..)?.to_owned();
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let utime: u64 = f.get(11)?.parse().ok()?;
+            let stime: u64 = f.get(12)?.parse().ok()?;
+            Some(utime + stime)
+        })
+        .unwrap_or(0);
+    // USER_HZ is 100 on every Linux koppel runs on.
+    Duration::from_millis(ticks * 10)
+}
+
+/// Wall time, CPU time and peak memory of one phase.
+#[derive(Clone, Copy, Default)]
+struct Phase {
+    wall: Duration,
+    cpu: Duration,
+    peak_mb: f64,
+}
+
+fn measure<T>(f: impl FnOnce() -> T) -> (T, Phase) {
+    reset_peak();
+    let (t, c) = (Instant::now(), cpu_time());
+    let out = f();
+    let phase = Phase {
+        wall: t.elapsed(),
+        cpu: cpu_time().saturating_sub(c),
+        peak_mb: peak_rss_mb().unwrap_or(0.0),
+    };
+    (out, phase)
+}
+
 struct Run {
-    parse: Duration,
-    plan_empty: Duration,
-    plan_uptodate: Duration,
+    parse: Phase,
+    plan_empty: Phase,
+    record: Phase,
+    plan_uptodate: Phase,
     actions: usize,
     uptodate_actions: usize,
 }
@@ -207,40 +252,20 @@ pub fn run(
 
     let mut results = Vec::new();
     for i in 0..runs.max(1) {
-        let t = Instant::now();
-        let fetched = koppel_connectors::source::load(&source, dir_path)?;
-        let parse = t.elapsed();
+        let (fetched, parse) = measure(|| koppel_connectors::source::load(&source, dir_path));
+        let fetched = fetched?;
         let empty = KnownState::default();
-        let t = Instant::now();
-        let plan = koppel_core::plan(&PlanInput {
-            config: &config,
-            snapshot: &fetched.snapshot,
-            previous: None,
-            known: &empty,
-            live: &koppel_core::LiveValues::default(),
-            now: today,
+        let live = koppel_core::LiveValues::default();
+        let (plan, plan_empty) = measure(|| {
+            koppel_core::plan(&PlanInput {
+                config: &config,
+                snapshot: &fetched.snapshot,
+                previous: None,
+                known: &empty,
+                live: &live,
+                now: today,
+            })
         });
-        let plan_empty = t.elapsed();
-        let mut known = KnownState::default();
-        for a in &plan.actions {
-            known.record(a, today);
-        }
-        let t = Instant::now();
-        let again = koppel_core::plan(&PlanInput {
-            config: &config,
-            snapshot: &fetched.snapshot,
-            previous: Some(&fetched.snapshot),
-            known: &known,
-            live: &koppel_core::LiveValues::default(),
-            now: today,
-        });
-        let plan_uptodate = t.elapsed();
-        if i == 0 && !again.is_empty() {
-            eprintln!("warning: the second plan is not empty; first actions:");
-            for a in again.actions.iter().take(5) {
-                eprintln!("  {}", serde_json::to_string(a)?);
-            }
-        }
         if i == 0 {
             let errors = plan
                 .diagnostics
@@ -254,56 +279,94 @@ pub fn run(
                 plan.blocked.len()
             );
         }
+        let actions = plan.actions.len();
+        // The known state after applying that plan. A real run holds one plan or the other,
+        // never both: the first is consumed here.
+        let (known, record) = measure(|| {
+            let mut known = KnownState::default();
+            for a in plan.actions {
+                known.record(&a, today);
+            }
+            known
+        });
+        let (again, plan_uptodate) = measure(|| {
+            koppel_core::plan(&PlanInput {
+                config: &config,
+                snapshot: &fetched.snapshot,
+                previous: Some(&fetched.snapshot),
+                known: &known,
+                live: &live,
+                now: today,
+            })
+        });
+        if i == 0 && !again.is_empty() {
+            eprintln!("warning: the second plan is not empty; first actions:");
+            for a in again.actions.iter().take(5) {
+                eprintln!("  {}", serde_json::to_string(a)?);
+            }
+        }
         results.push(Run {
             parse,
             plan_empty,
+            record,
             plan_uptodate,
-            actions: plan.actions.len(),
+            actions,
             uptodate_actions: again.actions.len(),
         });
     }
-    let median = |f: &dyn Fn(&Run) -> Duration| {
-        let mut v: Vec<Duration> = results.iter().map(f).collect();
-        v.sort();
+    let median = |f: &dyn Fn(&Run) -> Phase| {
+        let mut v: Vec<Phase> = results.iter().map(f).collect();
+        v.sort_by_key(|p| p.wall);
         v[v.len() / 2]
     };
     let parse = median(&|r| r.parse);
     let empty = median(&|r| r.plan_empty);
+    let record = median(&|r| r.record);
     let upto = median(&|r| r.plan_uptodate);
     let rate = |d: Duration| persons as f64 / secs(d).max(1e-9);
     println!(
-        "koppel bench: {persons} persons, {contracts} contracts, 3 targets, {} rules, {} runs (median)",
+        "koppel bench: {persons} persons, {contracts} contracts, 3 targets, {} rules, {} runs (median by wall time)",
         config.rules.len(),
         results.len()
     );
     println!(
-        "  parse CSV                      {:>8.3} s  {:>12.0} persons/s",
-        secs(parse),
-        rate(parse)
+        "                                     wall          rate       CPU (user+sys)   peak RSS"
+    );
+    let line = |label: &str, p: Phase, extra: String| {
+        println!(
+            "  {label:<30} {:>7.3} s {:>9.0} persons/s {:>7.3} s {:>8.0} MB{extra}",
+            secs(p.wall),
+            rate(p.wall),
+            secs(p.cpu),
+            p.peak_mb
+        );
+    };
+    line("parse CSV", parse, String::new());
+    line(
+        "plan, empty known state",
+        empty,
+        format!("  ({} actions)", results[0].actions),
+    );
+    line(
+        "plan, up-to-date known state",
+        upto,
+        format!("  ({} actions)", results[0].uptodate_actions),
     );
     println!(
-        "  plan, empty known state        {:>8.3} s  {:>12.0} persons/s  ({} actions)",
-        secs(empty),
-        rate(empty),
-        results[0].actions
+        "  parse + plan (empty)           {:>7.3} s                     {:>7.3} s",
+        secs(parse.wall + empty.wall),
+        secs(parse.cpu + empty.cpu)
     );
     println!(
-        "  parse + plan (empty)           {:>8.3} s",
-        secs(parse + empty)
+        "  parse + plan (up to date)      {:>7.3} s                     {:>7.3} s",
+        secs(parse.wall + upto.wall),
+        secs(parse.cpu + upto.cpu)
     );
     println!(
-        "  plan, up-to-date known state   {:>8.3} s  {:>12.0} persons/s  ({} actions)",
-        secs(upto),
-        rate(upto),
-        results[0].uptodate_actions
+        "  (recording the known state: {:.3} s, peak {:.0} MB; peaks are per phase, VmHWM reset before each)",
+        secs(record.wall),
+        record.peak_mb
     );
-    println!(
-        "  parse + plan (up to date)      {:>8.3} s",
-        secs(parse + upto)
-    );
-    if let Some(mb) = peak_rss_mb() {
-        println!("  peak memory (VmHWM)            {mb:>8.0} MB");
-    }
     println!(
         "  threads                        {:>8}",
         rayon::current_num_threads()
@@ -344,9 +407,10 @@ pub fn run_apply(persons: usize, seed: u64) -> anyhow::Result<ExitCode> {
     let progress = Progress::new(true);
     let rt = crate::apply::runtime()?;
     let store_path = dir.path().join("koppel.db");
-    let step = |now| -> anyhow::Result<(Duration, usize, usize)> {
+    let step = |now| -> anyhow::Result<(Phase, usize, usize)> {
         rt.block_on(async {
-            let t = Instant::now();
+            reset_peak();
+            let (t, cpu) = (Instant::now(), cpu_time());
             let store = koppel_store::SqliteStore::open(&store_path).await?;
             let targets = crate::apply::targets(&config, &store).await?;
             let ctx = Context {
@@ -359,7 +423,11 @@ pub fn run_apply(persons: usize, seed: u64) -> anyhow::Result<ExitCode> {
                 observer: &progress,
             };
             let applied = ctx.apply(Request::PlanAndApply).await?;
-            let elapsed = t.elapsed();
+            let elapsed = Phase {
+                wall: t.elapsed(),
+                cpu: cpu_time().saturating_sub(cpu),
+                peak_mb: peak_rss_mb().unwrap_or(0.0),
+            };
             let planned = applied.plan.as_ref().map_or(0, |p| p.plan.actions.len());
             let report = applied.report.context("the bench plan is not held")?;
             anyhow::ensure!(
@@ -380,21 +448,36 @@ pub fn run_apply(persons: usize, seed: u64) -> anyhow::Result<ExitCode> {
         "koppel bench --apply: {persons} persons, 3 targets in the built-in directory, 50 rules"
     );
     println!(
-        "  initial apply                  {:>8.2} s  {planned} planned, {applied} applied, {:>8.0} actions/s (whole run: sources, plan, journal, store, audit)",
-        secs(initial),
-        rate(applied, initial)
+        "  (each step is a whole `koppel apply`: sources, known state, plan, journal, store, audit)"
     );
-    println!(
-        "  re-run, no change              {:>8.2} s  {rerun_planned} planned, {rerun_applied} applied",
-        secs(rerun)
+    println!("                                     wall    CPU (user+sys)   peak RSS");
+    let line = |label: &str, p: Phase, what: String| {
+        println!(
+            "  {label:<30} {:>7.2} s {:>9.2} s {:>8.0} MB  {what}",
+            secs(p.wall),
+            secs(p.cpu),
+            p.peak_mb
+        );
+    };
+    line(
+        "initial apply",
+        initial,
+        format!(
+            "{planned} planned, {applied} applied, {:.0} actions/s wall, {:.0} actions/s of CPU",
+            rate(applied, initial.wall),
+            rate(applied, initial.cpu)
+        ),
     );
-    println!(
-        "  a month of change              {:>8.2} s  {month_planned} planned, {month_applied} applied",
-        secs(monthly)
+    line(
+        "re-run, no change",
+        rerun,
+        format!("{rerun_planned} planned, {rerun_applied} applied"),
     );
-    if let Some(mb) = peak_rss_mb() {
-        println!("  peak memory (VmHWM)            {mb:>8.0} MB");
-    }
+    line(
+        "a month of change",
+        monthly,
+        format!("{month_planned} planned, {month_applied} applied"),
+    );
     let size = std::fs::metadata(&store_path).map(|m| m.len()).unwrap_or(0);
     println!(
         "  store file                     {:>8.0} MB",
