@@ -7,6 +7,7 @@ mod demo;
 mod reconcile;
 mod render;
 mod run;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -119,6 +120,14 @@ enum Command {
         actor: Option<String>,
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
+    },
+    /// Run the daemon: the built-in directory as a SCIM 2.0 endpoint (`[serve.scim]`).
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// Address and port to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080", env = "KOPPEL_LISTEN")]
+        listen: std::net::SocketAddr,
     },
     /// The audit log: every applied action, failure, approval and rejection.
     Audit {
@@ -288,6 +297,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             common,
             output,
         } => run::accounts(&common, &target, output),
+        Command::Serve { common, listen } => serve::run(&common, listen),
         Command::Reconcile {
             target,
             common,

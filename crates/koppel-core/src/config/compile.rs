@@ -189,6 +189,8 @@ pub struct CompiledConfig {
     pub sources: Vec<SourceConfig>,
     pub guards: Guards,
     pub store: StoreConfig,
+    /// `[serve]`: the daemon's settings, checked by the server crate.
+    pub serve: Option<toml::Table>,
     pub targets: Vec<CompiledTarget>,
     pub rules: Vec<CompiledRule>,
 }
@@ -456,6 +458,7 @@ pub fn load(text: &str, file: &str) -> Result<CompiledConfig, Vec<ConfigError>> 
         sources: raw.sources,
         guards: raw.guards,
         store: raw.store,
+        serve: raw.serve,
         targets,
         rules,
     })

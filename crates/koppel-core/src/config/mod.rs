@@ -33,6 +33,9 @@ pub struct ConfigFile {
     pub guards: Guards,
     #[serde(default)]
     pub store: StoreConfig,
+    /// `koppel serve`'s settings (the SCIM endpoint …), checked by the server crate.
+    #[serde(default)]
+    pub serve: Option<toml::Table>,
     #[serde(default)]
     pub targets: Vec<Spanned<TargetConfig>>,
     #[serde(default)]
