@@ -719,3 +719,90 @@ pub fn compare_sort(a: Option<&Value>, b: Option<&Value>, case_exact: bool) -> O
         (Some(x), Some(y)) => x.to_string().cmp(&y.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(o) => o,
+            _ => Map::new(),
+        }
+    }
+
+    #[test]
+    fn default_mapping_is_valid_and_round_trips() {
+        let m = Mapping::default_mapping();
+        assert_eq!(m.user_name, "username");
+        assert_eq!(m.display_name.as_deref(), Some("display_name"));
+        let user = obj(json!({
+            "userName": "bjensen",
+            "name": { "givenName": "Barbara", "middleName": "J" },
+            "emails": [
+                { "value": "home@example", "type": "home" },
+                { "value": "work@example", "type": "work", "primary": true, "display": "Work" }
+            ],
+            (crate::schema::ENTERPRISE): { "employeeNumber": "7", "division": "D" },
+        }));
+        let (attributes, rest) = m.extract(&user);
+        assert_eq!(
+            Value::Object(attributes.clone()),
+            json!({ "username": "bjensen", "given_name": "Barbara", "email": "work@example",
+                    "employee_id": "7" })
+        );
+        // What koppel holds is not kept twice; what it does not hold is.
+        assert!(rest.get("userName").is_none());
+        assert_eq!(rest["name"], json!({ "middleName": "J" }));
+        assert_eq!(
+            rest["emails"][1],
+            json!({ "type": "work", "primary": true, "display": "Work" })
+        );
+        let mut back = rest.clone();
+        m.overlay(&attributes, &mut back);
+        assert_eq!(back, user);
+        // koppel removing an attribute removes the path, and a bare element with it.
+        let mut attributes = attributes;
+        attributes.remove("email");
+        attributes.remove("employee_id");
+        let mut back = rest;
+        m.overlay(&attributes, &mut back);
+        assert_eq!(
+            back["emails"][1],
+            json!({ "type": "work", "primary": true, "display": "Work" })
+        );
+        assert_eq!(back[crate::schema::ENTERPRISE], json!({ "division": "D" }));
+    }
+
+    #[test]
+    fn bad_mappings_are_refused() {
+        for pairs in [
+            vec![("display_name", "displayName")],
+            vec![("username", "userName"), ("x", "emails")],
+            vec![("username", "userName"), ("x", "groups[value pr].value")],
+            vec![("username", "userName"), ("x", "nosuch")],
+            vec![("username", "userName"), ("x", "userName")],
+            vec![("username", "userName"), ("x", "name")],
+        ] {
+            assert!(Mapping::new(pairs.clone()).is_err(), "{pairs:?}");
+        }
+    }
+
+    #[test]
+    fn normalize_checks_types_and_drops_read_only() {
+        let v = normalize(
+            Kind::User,
+            &json!({ "USERNAME": "x", "id": "mine", "meta": {}, "groups": [{"value": "1"}],
+                     "unknown": 1, "Active": "True", "emails": {"value": "a@b"} }),
+        )
+        .unwrap_or_default();
+        assert_eq!(
+            Value::Object(v),
+            json!({ "userName": "x", "active": true, "emails": [{ "value": "a@b" }] })
+        );
+        assert!(normalize(Kind::User, &json!({ "userName": 5 })).is_err());
+        assert!(normalize(Kind::User, &json!({ "name": "flat" })).is_err());
+        assert!(normalize(Kind::Group, &json!({ "members": [{ "value": true }] })).is_err());
+    }
+}
