@@ -12,7 +12,7 @@ use crate::conn::POST_READ;
 use crate::dn::{self, Dn};
 use crate::error::{ENTRY_ALREADY_EXISTS, LdapError, NO_SUCH_OBJECT};
 use crate::values::{self, CONTAINER, get_ci, ldap_values, single_value, value_set};
-use crate::{DeleteConfig, DisableConfig, LdapTarget, PERMANENT_LOCK, ad};
+use crate::{DeleteConfig, DisableConfig, Flavour, LdapTarget, PERMANENT_LOCK, ad};
 
 /// What `apply` already learned about a create's correlation value.
 pub(crate) enum Precheck {
@@ -400,8 +400,11 @@ impl LdapTarget {
                 moved = self.client.modifydn(&dn, &rdn, Some(c)).await;
             }
             moved.map_err(|e| self.err(e))?;
-            dn = format!("{rdn},{parent}");
+            let old = std::mem::replace(&mut dn, format!("{rdn},{parent}"));
             self.remember(reference, &dn);
+            if s.flavour == Flavour::Openldap {
+                self.await_refint(&old).await?;
+            }
         }
         let mods: Vec<Mod<Vec<u8>>> = changes
             .iter()
@@ -422,6 +425,35 @@ impl LdapTarget {
             .await
             .map(|_| ())
             .map_err(|e| self.err(e))
+    }
+
+    /// OpenLDAP's refint overlay rewrites group memberships after a modrdn in a background
+    /// thread, after the modrdn has been answered. A revoke sent in between would remove the
+    /// new DN (not there yet, so nothing) and refint would then put the membership back
+    /// under the new DN. So a move returns only once no group names the old DN any more;
+    /// after a bounded wait it goes on (the next run's plan sees what is left).
+    async fn await_refint(&self, old_dn: &str) -> Result<(), TargetError> {
+        let Some(groups) = self.settings.groups.container.clone() else {
+            return Ok(());
+        };
+        let filter = format!(
+            "({}={})",
+            self.settings.groups.member_attribute,
+            ldap_escape(old_dn)
+        );
+        for _ in 0..100 {
+            let left = self
+                .client
+                .search(&groups, Scope::Subtree, &filter, &["1.1"])
+                .await
+                .map_err(|e| self.err(e))?;
+            if left.is_empty() {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        tracing::warn!(dn = %old_dn, "groups still name a moved entry's old DN after 5 s");
+        Ok(())
     }
 
     async fn exists(&self, dn: &str) -> Result<bool, TargetError> {
