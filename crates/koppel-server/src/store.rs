@@ -313,7 +313,9 @@ impl Directory {
     pub async fn users_by_user_name(&self, user_name: &str) -> Result<Vec<UserRow>, ScimError> {
         let rows: Vec<UserTuple> = sqlx::query_as(concat!(
             select_users!(),
-            "WHERE a.target = ?1 AND a.id IN (SELECT account_id FROM dir_account_keys
+            // `+a.target`: without it SQLite walks the target's whole (target, reference)
+            // index instead of looking the key up first.
+            "WHERE +a.target = ?1 AND a.id IN (SELECT account_id FROM dir_account_keys
                                               WHERE attribute = ?2 AND folded = ?3)"
         ))
         .bind(&self.target)
