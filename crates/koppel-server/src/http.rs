@@ -832,10 +832,13 @@ fn user_write(
     }
     let (attributes, mut rest) = mapping.extract(&resource);
     // The value lives in the enabled column; the key stays in the SCIM data to say the
-    // client assigned it.
+    // client assigned it. A resource without `active` (removed by PATCH, left out of a PUT)
+    // is an active account: a disabled one would otherwise read back `active: false`, a
+    // value the client just removed. A body that is not a boolean keeps what was there.
     let enabled = match rest.get("active") {
         Some(Value::Bool(b)) => *b,
-        _ => current_enabled,
+        None => true,
+        Some(_) => current_enabled,
     };
     rest.remove("password");
     let external_id = rest
