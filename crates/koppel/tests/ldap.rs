@@ -2,26 +2,14 @@
 //! the LDAP example configuration, a month of joiners, movers and leavers, reconcile with
 //! repair, live uniqueness for generators, and a server that goes away in the middle of a run.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
+use common::{examples, koppel, ok, run, text, use_hr};
 use koppel_testkit::slapd::Slapd;
-
-fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
-}
-
-fn use_hr(dir: &Path, which: &str) {
-    std::fs::create_dir_all(dir.join("hr")).unwrap();
-    for f in ["persons.csv", "contracts.csv", "departments.csv"] {
-        std::fs::copy(
-            examples().join("demo").join(which).join(f),
-            dir.join("hr").join(f),
-        )
-        .unwrap();
-    }
-}
 
 /// The LDAP example configuration, pointed at `slapd` over StartTLS with its test CA.
 fn workspace(slapd: &Slapd) -> tempfile::TempDir {
@@ -44,32 +32,6 @@ fn workspace(slapd: &Slapd) -> tempfile::TempDir {
     std::fs::write(dir.path().join("koppel.toml"), text).unwrap();
     use_hr(dir.path(), "hr");
     dir
-}
-
-fn koppel(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_koppel"));
-    c.current_dir(dir)
-        .env("NO_COLOR", "1")
-        .env("KOPPEL_ACTOR", "ldap-test")
-        .env_remove("KOPPEL_CONFIG")
-        .env_remove("KOPPEL_STORE")
-        .env_remove("KOPPEL_TEST_PAUSE_AT")
-        .env_remove("KOPPEL_TEST_RESUME_FILE");
-    c
-}
-
-fn run(dir: &Path, args: &[&str]) -> Output {
-    koppel(dir).args(args).output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let o = run(dir, args);
-    assert!(o.status.success(), "koppel {args:?} failed:\n{}", text(&o));
-    text(&o)
 }
 
 /// `ldapsearch` as an administrator would run it: entries as (dn, attribute lines).

@@ -2,25 +2,12 @@
 //! demo organisation through the SCIM example configuration, a month of joiners, movers and
 //! leavers, reconcile, and an unchanged source that calls no target.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
+use std::path::Path;
+
+use common::{examples, json, ok, run, text, use_hr};
 use koppel_testkit::scim::Scim2Server;
-
-fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
-}
-
-fn use_hr(dir: &Path, which: &str) {
-    std::fs::create_dir_all(dir.join("hr")).unwrap();
-    for f in ["persons.csv", "contracts.csv", "departments.csv"] {
-        std::fs::copy(
-            examples().join("demo").join(which).join(f),
-            dir.join("hr").join(f),
-        )
-        .unwrap();
-    }
-}
 
 /// The SCIM example configuration, pointed at `server` with its token in a file.
 fn workspace(server: &Scim2Server) -> tempfile::TempDir {
@@ -39,34 +26,6 @@ fn workspace(server: &Scim2Server) -> tempfile::TempDir {
     std::fs::write(dir.path().join("koppel.toml"), text).unwrap();
     use_hr(dir.path(), "hr");
     dir
-}
-
-fn run(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_koppel"))
-        .current_dir(dir)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .env("KOPPEL_ACTOR", "scim-test")
-        .env_remove("KOPPEL_CONFIG")
-        .env_remove("KOPPEL_STORE")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let o = run(dir, args);
-    assert!(o.status.success(), "koppel {args:?} failed:\n{}", text(&o));
-    text(&o)
-}
-
-fn json(dir: &Path, args: &[&str]) -> serde_json::Value {
-    let o = run(dir, args);
-    assert!(o.status.success(), "koppel {args:?} failed:\n{}", text(&o));
-    serde_json::from_slice(&o.stdout).unwrap()
 }
 
 /// Plek's users as the target lists them, by externalId.
