@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::env;
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -77,22 +77,6 @@ impl Samba {
              `scripts/test-servers start && . target/test-servers/env`)\n**********\n"
         );
         None
-    }
-
-    /// The administrator's password, read from `password_file`.
-    pub fn password(&self) -> String {
-        let text = std::fs::read_to_string(&self.password_file).unwrap_or_else(|e| {
-            panic!(
-                "reading the Samba admin password from {}: {e}",
-                self.password_file.display()
-            )
-        });
-        text.trim_end_matches(['\r', '\n']).to_owned()
-    }
-
-    /// The `password_file` path, for a koppel target's configuration.
-    pub fn password_file(&self) -> &Path {
-        &self.password_file
     }
 
     /// TOML lines for a koppel `ldap` target's connection to this DC as the administrator
