@@ -116,28 +116,18 @@ impl Engine<'_> {
         // The caller's state until a resumed plan changes the store: a run with nothing to
         // resume (the usual case) neither copies nor reloads it.
         let mut reloaded: Option<KnownState> = None;
-        for stored in self.store.plans(Some(PlanStatus::Applying)).await? {
-            let r = self
-                .execute(
-                    &stored,
-                    reloaded.as_ref().unwrap_or(known),
-                    Mode::Normal,
-                    now,
-                )
-                .await?;
-            reloaded = Some(self.store.known_state().await?);
-            reports.push(r);
-        }
-        for stored in self.store.plans(Some(PlanStatus::Held)).await? {
-            if open.contains(&stored.id) {
-                let r = self
-                    .execute(
-                        &stored,
-                        reloaded.as_ref().unwrap_or(known),
-                        Mode::Approved,
-                        now,
-                    )
-                    .await?;
+        // Plans still applying first, then approvals under way; the held plans are listed
+        // only after the applying ones ran, as those may have become held.
+        for (status, mode) in [
+            (PlanStatus::Applying, Mode::Normal),
+            (PlanStatus::Held, Mode::Approved),
+        ] {
+            for stored in self.store.plans(Some(status)).await? {
+                if mode == Mode::Approved && !open.contains(&stored.id) {
+                    continue;
+                }
+                let known = reloaded.as_ref().unwrap_or(known);
+                let r = self.execute(&stored, known, mode, now).await?;
                 reloaded = Some(self.store.known_state().await?);
                 reports.push(r);
             }
