@@ -1178,18 +1178,24 @@ struct Cx<'a> {
     loops: [Option<&'a Contract>; MAX_LOOPS],
 }
 
+impl<'a> Cx<'a> {
+    /// An evaluation of `scope` outside any loop.
+    fn new(scope: &Scope<'a>, shared: &'a Shared) -> Self {
+        Cx {
+            vars: scope.vars,
+            extra: scope.extra,
+            translit: &shared.translit,
+            loops: [None; MAX_LOOPS],
+        }
+    }
+}
+
 pub(crate) fn eval<'a>(
     node: &'a Node,
     scope: &Scope<'a>,
     shared: &'a Shared,
 ) -> Result<V<'a>, EvalError> {
-    let cx = Cx {
-        vars: scope.vars,
-        extra: scope.extra,
-        translit: &shared.translit,
-        loops: [None; MAX_LOOPS],
-    };
-    node.eval(&cx)
+    node.eval(&Cx::new(scope, shared))
 }
 
 /// Evaluates a condition.
@@ -1198,13 +1204,7 @@ pub(crate) fn test<'a>(
     scope: &Scope<'a>,
     shared: &'a Shared,
 ) -> Result<bool, EvalError> {
-    let cx = Cx {
-        vars: scope.vars,
-        extra: scope.extra,
-        translit: &shared.translit,
-        loops: [None; MAX_LOOPS],
-    };
-    node.test(&cx)
+    node.test(&Cx::new(scope, shared))
 }
 
 fn str_arg<'v, 'a>(v: &'v V<'a>, function: &str) -> Result<&'v str, EvalError> {
