@@ -18,6 +18,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use koppel_connectors::settings;
+
 pub use http::{ScimState, scim_router};
 pub use resource::Mapping;
 pub use store::Directory;
@@ -71,35 +73,15 @@ pub struct TokenRef {
 }
 
 impl TokenRef {
-    /// Reads the token. Errors name the variable or file, never the value.
+    /// Reads the token through the connectors' secret readers. Errors name the variable or
+    /// file, never the value; surrounding whitespace is dropped by [`ScimState::new`].
     pub fn read(&self) -> Result<String, ServeError> {
-        let value = match (&self.token_env, &self.token_file) {
-            (Some(var), None) => std::env::var(var)
-                .map_err(|_| ServeError::Config(format!("the token variable {var} is not set")))?,
-            (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| {
-                ServeError::Config(format!("the token file {}: {e}", path.display()))
-            })?,
-            _ => {
-                return Err(ServeError::Config(
-                    "each token has exactly one of token_env and token_file".to_owned(),
-                ));
-            }
-        };
-        let value = value.trim().to_owned();
-        if value.is_empty() {
-            return Err(ServeError::Config(format!(
-                "the token from {} is empty",
-                self.token_env.as_deref().map_or_else(
-                    || self
-                        .token_file
-                        .as_ref()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default(),
-                    str::to_owned
-                )
-            )));
+        match (&self.token_env, &self.token_file) {
+            (Some(var), None) => settings::env_secret(var, "token_env"),
+            (None, Some(path)) => settings::file_secret(path, "token_file"),
+            _ => Err("each token has exactly one of token_env and token_file".to_owned()),
         }
-        Ok(value)
+        .map_err(ServeError::Config)
     }
 }
 
