@@ -887,11 +887,6 @@ fn writable(mut r: Map<String, Value>) -> Map<String, Value> {
     for k in ["id", "meta", "schemas", "groups"] {
         r.remove(k);
     }
-    if let Some(Value::Array(members)) = r.get_mut("members") {
-        for m in members.iter_mut().filter_map(Value::as_object_mut) {
-            m.remove("display");
-        }
-    }
     r
 }
 

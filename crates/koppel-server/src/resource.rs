@@ -157,7 +157,7 @@ pub struct Mapping {
     pub entries: Vec<MapEntry>,
     /// The koppel attribute holding `userName`: looked up through the directory's index.
     pub user_name: String,
-    /// The koppel attribute holding `displayName`, if mapped (members' `display`).
+    /// The koppel attribute holding `displayName`, if mapped.
     pub display_name: Option<String>,
 }
 

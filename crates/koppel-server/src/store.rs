@@ -82,8 +82,7 @@ macro_rules! select_users {
 macro_rules! select_groups {
     () => {
         "SELECT g.id, g.name, s.resource, s.created, s.last_modified,
-                (SELECT json_group_array(json_array(a.reference,
-                        coalesce(a.attributes ->> ?2, a.attributes ->> ?3)))
+                (SELECT json_group_array(a.reference)
                    FROM dir_memberships m JOIN dir_accounts a ON a.id = m.account_id
                   WHERE m.group_id = g.id)
            FROM dir_groups g
@@ -138,8 +137,8 @@ pub struct GroupRow {
     pub id: i64,
     pub name: String,
     pub extra: Option<Extra>,
-    /// (account reference, display name)
-    pub members: Vec<(String, Option<String>)>,
+    /// Account references, sorted.
+    pub members: Vec<String>,
 }
 
 fn decode_obj(text: &str) -> Result<Map<String, Value>, sqlx::Error> {
@@ -180,7 +179,7 @@ fn user_row(t: UserTuple) -> Result<UserRow, sqlx::Error> {
 
 fn group_row(t: GroupTuple) -> Result<GroupRow, sqlx::Error> {
     let (id, name, resource, created, modified, members) = t;
-    let mut members: Vec<(String, Option<String>)> =
+    let mut members: Vec<String> =
         serde_json::from_str(&members).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
     members.sort();
     Ok(GroupRow {
@@ -595,17 +594,6 @@ impl Directory {
         Ok(())
     }
 
-    fn display_attrs(&self) -> (String, String) {
-        let user_name = self.mapping.user_name.clone();
-        (
-            self.mapping
-                .display_name
-                .clone()
-                .unwrap_or_else(|| user_name.clone()),
-            user_name,
-        )
-    }
-
     pub async fn group(&self, id: i64) -> Result<Option<GroupRow>, ScimError> {
         let mut conn = self.pool.acquire().await?;
         Ok(self.group_in(&mut conn, id).await?)
@@ -616,14 +604,11 @@ impl Directory {
         conn: &mut SqliteConnection,
         id: i64,
     ) -> Result<Option<GroupRow>, sqlx::Error> {
-        let (display, user_name) = self.display_attrs();
         let row: Option<GroupTuple> = sqlx::query_as(concat!(
             select_groups!(),
-            "WHERE g.target = ?1 AND g.id = ?4"
+            "WHERE g.target = ?1 AND g.id = ?2"
         ))
         .bind(&self.target)
-        .bind(display)
-        .bind(user_name)
         .bind(id)
         .fetch_optional(&mut *conn)
         .await?;
@@ -632,14 +617,11 @@ impl Directory {
 
     /// Every group, in id order.
     pub async fn all_groups(&self) -> Result<Vec<GroupRow>, ScimError> {
-        let (display, user_name) = self.display_attrs();
         let rows: Vec<GroupTuple> = sqlx::query_as(concat!(
             select_groups!(),
             "WHERE g.target = ?1 ORDER BY g.id"
         ))
         .bind(&self.target)
-        .bind(display)
-        .bind(user_name)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(group_row).collect::<Result<_, _>>()?)
@@ -647,14 +629,11 @@ impl Directory {
 
     /// Groups named `name` exactly (the name is the unique key).
     pub async fn groups_by_name(&self, name: &str) -> Result<Vec<GroupRow>, ScimError> {
-        let (display, user_name) = self.display_attrs();
         let rows: Vec<GroupTuple> = sqlx::query_as(concat!(
             select_groups!(),
-            "WHERE g.target = ?1 AND g.name = ?4 COLLATE NOCASE"
+            "WHERE g.target = ?1 AND g.name = ?2 COLLATE NOCASE"
         ))
         .bind(&self.target)
-        .bind(display)
-        .bind(user_name)
         .bind(name)
         .fetch_all(&self.pool)
         .await?;
@@ -935,10 +914,9 @@ pub fn render_group(row: &GroupRow, base: &str) -> Map<String, Value> {
         let members: Vec<Value> = row
             .members
             .iter()
-            .map(|(reference, display)| {
-                // No `display`: the directory does not keep the one a client sends, and
-                // one made up here would differ from it.
-                let _ = display;
+            // No `display`: the directory does not keep the one a client sends, and one
+            // made up here would differ from it.
+            .map(|reference| {
                 json!({
                     "value": reference,
                     "$ref": format!("{base}/Users/{reference}"),
