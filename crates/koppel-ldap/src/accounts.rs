@@ -12,7 +12,7 @@ use crate::conn::POST_READ;
 use crate::dn::{self, Dn};
 use crate::error::{ENTRY_ALREADY_EXISTS, LdapError, NO_SUCH_OBJECT};
 use crate::values::{self, CONTAINER, get_ci, ldap_values, single_value, value_set};
-use crate::{DeleteConfig, DisableConfig, Flavour, LdapTarget, PERMANENT_LOCK, ad};
+use crate::{DeleteConfig, DisableConfig, Flavour, LdapTarget, ad};
 
 /// What `apply` already learned about a create's correlation value.
 pub(crate) enum Precheck {
@@ -247,33 +247,16 @@ impl LdapTarget {
                 HashSet::from([ad::unicode_pwd(&password)]),
             ));
         } else {
-            match (&s.disable, request.enabled) {
-                (DisableConfig::Ppolicy, false) => attrs.push((
-                    b"pwdAccountLockedTime".to_vec(),
-                    HashSet::from([PERMANENT_LOCK.as_bytes().to_vec()]),
-                )),
-                (DisableConfig::Ppolicy, true) => {}
-                (
-                    DisableConfig::Attribute {
-                        attribute,
-                        value,
-                        enabled_value,
-                    },
-                    enabled,
-                ) => {
-                    let v = if enabled {
-                        enabled_value.clone()
-                    } else {
-                        Some(value.clone())
-                    };
-                    attrs.retain(|(k, _)| !k.eq_ignore_ascii_case(attribute.as_bytes()));
-                    if let Some(v) = v {
-                        attrs.push((
-                            attribute.clone().into_bytes(),
-                            HashSet::from([v.into_bytes()]),
-                        ));
-                    }
-                }
+            let (attribute, v) = s.lock_value(request.enabled);
+            // A configured attribute is the connector's to set, whatever a mapping says.
+            if let DisableConfig::Attribute { .. } = s.disable {
+                attrs.retain(|(k, _)| !k.eq_ignore_ascii_case(attribute.as_bytes()));
+            }
+            if let Some(v) = v {
+                attrs.push((
+                    attribute.as_bytes().to_vec(),
+                    HashSet::from([v.into_bytes()]),
+                ));
             }
         }
         Ok(attrs)
@@ -512,32 +495,12 @@ impl LdapTarget {
                 HashSet::from([want.to_string().into_bytes()]),
             )]
         } else {
-            match &s.disable {
-                DisableConfig::Ppolicy => vec![Mod::Replace(
-                    b"pwdAccountLockedTime".to_vec(),
-                    if enabled {
-                        HashSet::new()
-                    } else {
-                        HashSet::from([PERMANENT_LOCK.as_bytes().to_vec()])
-                    },
-                )],
-                DisableConfig::Attribute {
-                    attribute,
-                    value,
-                    enabled_value,
-                } => {
-                    let v = if enabled {
-                        enabled_value.clone()
-                    } else {
-                        Some(value.clone())
-                    };
-                    vec![Mod::Replace(
-                        attribute.clone().into_bytes(),
-                        v.map(|v| HashSet::from([v.into_bytes()]))
-                            .unwrap_or_default(),
-                    )]
-                }
-            }
+            let (attribute, v) = s.lock_value(enabled);
+            vec![Mod::Replace(
+                attribute.as_bytes().to_vec(),
+                v.map(|v| HashSet::from([v.into_bytes()]))
+                    .unwrap_or_default(),
+            )]
         };
         self.client.modify(dn, mods, false).await.map(|_| ())
     }

@@ -184,6 +184,29 @@ impl Settings {
         }
     }
 
+    /// OpenLDAP: the attribute that marks an account disabled and its value for `enabled`
+    /// (`None`: the attribute is removed).
+    fn lock_value(&self, enabled: bool) -> (&str, Option<String>) {
+        match &self.disable {
+            DisableConfig::Ppolicy => (
+                "pwdAccountLockedTime",
+                (!enabled).then(|| PERMANENT_LOCK.to_owned()),
+            ),
+            DisableConfig::Attribute {
+                attribute,
+                value,
+                enabled_value,
+            } => (
+                attribute,
+                if enabled {
+                    enabled_value.clone()
+                } else {
+                    Some(value.clone())
+                },
+            ),
+        }
+    }
+
     /// Whether an account entry is enabled.
     fn enabled_of(&self, entry: &SearchEntry) -> bool {
         if self.is_ad() {
