@@ -236,80 +236,78 @@ pub async fn repair(
     actor: &str,
     at: &str,
 ) -> Result<Vec<Repaired>, StoreError> {
-    let mut ops: Vec<(String, ActionKind, Option<String>, Op)> = Vec::new();
+    use serde_json::{Value, json};
+    // Per operation: the person, what it is audited as, and the values before and after,
+    // taken from the report entry the operation comes from.
+    struct Audited<'r> {
+        person: &'r str,
+        kind: ActionKind,
+        permission: Option<String>,
+        before: Value,
+        after: Value,
+    }
+    let mut ops: Vec<Op> = Vec::new();
+    let mut audited: Vec<Audited<'_>> = Vec::new();
     for d in &report.drift {
         if !d.attributes.is_empty() {
-            let changes = d
+            let changes: BTreeMap<String, AttrValue> = d
                 .attributes
                 .iter()
                 .map(|(k, (want, _))| (k.clone(), want.clone()))
                 .collect();
-            ops.push((
-                d.person.clone(),
-                ActionKind::Update,
-                None,
-                Op::Update {
-                    reference: d.reference.clone(),
-                    changes,
-                },
-            ));
+            let before: BTreeMap<&String, &AttrValue> = d
+                .attributes
+                .iter()
+                .map(|(k, (_, have))| (k, have))
+                .collect();
+            audited.push(Audited {
+                person: &d.person,
+                kind: ActionKind::Update,
+                permission: None,
+                before: serde_json::to_value(before).unwrap_or_default(),
+                after: serde_json::to_value(&changes).unwrap_or_default(),
+            });
+            ops.push(Op::Update {
+                reference: d.reference.clone(),
+                changes,
+            });
         }
         if let Some((want, _)) = d.enabled {
-            let kind = if want {
-                ActionKind::Enable
-            } else {
-                ActionKind::Disable
-            };
-            ops.push((
-                d.person.clone(),
-                kind,
-                None,
-                Op::SetEnabled {
-                    reference: d.reference.clone(),
-                    enabled: want,
+            audited.push(Audited {
+                person: &d.person,
+                kind: if want {
+                    ActionKind::Enable
+                } else {
+                    ActionKind::Disable
                 },
-            ));
+                permission: None,
+                before: json!({ "enabled": !want }),
+                after: json!({ "enabled": want }),
+            });
+            ops.push(Op::SetEnabled {
+                reference: d.reference.clone(),
+                enabled: want,
+            });
         }
     }
     for m in &report.missing_permissions {
-        ops.push((
-            m.person.clone(),
-            ActionKind::Grant,
-            Some(m.permission.clone()),
-            Op::Grant {
-                reference: m.reference.clone(),
-                permission: m.permission.clone(),
-            },
-        ));
+        audited.push(Audited {
+            person: &m.person,
+            kind: ActionKind::Grant,
+            permission: Some(m.permission.clone()),
+            before: Value::Null,
+            after: Value::Null,
+        });
+        ops.push(Op::Grant {
+            reference: m.reference.clone(),
+            permission: m.permission.clone(),
+        });
     }
-    let only: Vec<Op> = ops.iter().map(|(_, _, _, op)| op.clone()).collect();
-    let results = target.apply(&only).await;
+    let results = target.apply(&ops).await;
     let mut audit = Vec::with_capacity(ops.len());
     let mut out = Vec::with_capacity(ops.len());
-    for ((person, kind, permission, op), result) in ops.into_iter().zip(results) {
+    for ((a, op), result) in audited.into_iter().zip(ops).zip(results) {
         let result = result.map(|_| ());
-        let (before, after) = match &op {
-            Op::Update { changes, .. } => {
-                let drift = report.drift.iter().find(|d| d.person == person);
-                let before: BTreeMap<&String, &AttrValue> = drift
-                    .map(|d| {
-                        d.attributes
-                            .iter()
-                            .map(|(k, (_, have))| (k, have))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                (
-                    serde_json::to_value(before).unwrap_or_default(),
-                    serde_json::to_value(changes).unwrap_or_default(),
-                )
-            }
-            Op::SetEnabled { enabled, .. } => (
-                serde_json::json!({ "enabled": !enabled }),
-                serde_json::json!({ "enabled": enabled }),
-            ),
-            _ => (serde_json::Value::Null, serde_json::Value::Null),
-        };
         audit.push(AuditRecord {
             at: at.to_owned(),
             actor: actor.to_owned(),
@@ -320,15 +318,19 @@ pub async fn repair(
             },
             plan_id: None,
             target: Some(report.target.clone()),
-            person: Some(person.clone()),
-            action: Some(kind),
-            permission,
-            before,
-            after,
+            person: Some(a.person.to_owned()),
+            action: Some(a.kind),
+            permission: a.permission,
+            before: a.before,
+            after: a.after,
             reasons: vec![Reason::new(Origin::Drift)],
             error: result.as_ref().err().map(ToString::to_string),
         });
-        out.push(Repaired { person, op, result });
+        out.push(Repaired {
+            person: a.person.to_owned(),
+            op,
+            result,
+        });
     }
     store.audit_append(&audit).await?;
     Ok(out)
