@@ -503,6 +503,14 @@ pub fn project(
     excluded: &[AttrPath],
 ) {
     if !attributes.is_empty() {
+        let core: Vec<&AttrPath> = attributes
+            .iter()
+            .filter(|p| {
+                p.urn
+                    .as_deref()
+                    .is_none_or(|u| u.eq_ignore_ascii_case(kind.core()))
+            })
+            .collect();
         let keys: Vec<String> = resource.keys().cloned().collect();
         for key in keys {
             if key == "schemas" || key == "id" {
@@ -532,30 +540,7 @@ pub fn project(
                 }
                 continue;
             }
-            let wanted: Vec<&AttrPath> = attributes
-                .iter()
-                .filter(|p| {
-                    p.urn
-                        .as_deref()
-                        .is_none_or(|u| u.eq_ignore_ascii_case(kind.core()))
-                })
-                .filter(|p| p.name.eq_ignore_ascii_case(&key))
-                .collect();
-            if wanted.is_empty() {
-                let always = kind
-                    .attr(None, &key)
-                    .is_some_and(|d| d.returned == Returned::Always);
-                if !always {
-                    resource.remove(&key);
-                }
-                continue;
-            }
-            if wanted.iter().any(|p| p.sub.is_none()) {
-                continue;
-            }
-            if let Some(v) = resource.get_mut(&key) {
-                keep_subs(v, &wanted);
-            }
+            project_key(resource, &key, &core, kind, None);
         }
     }
     for p in excluded {
@@ -621,23 +606,35 @@ fn project_level(
 ) {
     let keys: Vec<String> = obj.keys().cloned().collect();
     for key in keys {
-        let here: Vec<&AttrPath> = wanted
-            .iter()
-            .copied()
-            .filter(|p| p.name.eq_ignore_ascii_case(&key))
-            .collect();
-        if here.is_empty() {
-            let always = kind
-                .attr(urn, &key)
-                .is_some_and(|d| d.returned == Returned::Always);
-            if !always {
-                obj.remove(&key);
-            }
-        } else if here.iter().all(|p| p.sub.is_some())
-            && let Some(v) = obj.get_mut(&key)
-        {
-            keep_subs(v, &here);
+        project_key(obj, &key, wanted, kind, urn);
+    }
+}
+
+/// Keeps attribute `key` of `obj` (of schema `urn`, `None`: the core) as far as the paths
+/// `wanted` ask for it: whole, some of its sub-attributes, or (unless always returned) not.
+fn project_key(
+    obj: &mut Map<String, Value>,
+    key: &str,
+    wanted: &[&AttrPath],
+    kind: Kind,
+    urn: Option<&str>,
+) {
+    let here: Vec<&AttrPath> = wanted
+        .iter()
+        .copied()
+        .filter(|p| p.name.eq_ignore_ascii_case(key))
+        .collect();
+    if here.is_empty() {
+        let always = kind
+            .attr(urn, key)
+            .is_some_and(|d| d.returned == Returned::Always);
+        if !always {
+            obj.remove(key);
         }
+    } else if here.iter().all(|p| p.sub.is_some())
+        && let Some(v) = obj.get_mut(key)
+    {
+        keep_subs(v, &here);
     }
 }
 
