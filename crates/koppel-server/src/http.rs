@@ -586,25 +586,42 @@ fn page(
     respond(q, selected, total, sliced)
 }
 
-async fn user_list(s: &ScimState, base: &str, q: &ListQuery) -> Result<Value, ScimError> {
-    let dir = &s.inner.dir;
-    if q.filter.is_none() && q.sort_by.is_none() {
+/// The list response of `GET /{kind}` and `POST /{kind}/.search`. Users neither filtered
+/// nor sorted are paged by the store; the rest is selected from the candidates.
+async fn list_response(
+    s: &ScimState,
+    headers: &HeaderMap,
+    kind: Kind,
+    q: &ListQuery,
+) -> Result<Response, ScimError> {
+    let base = s.base(headers);
+    let body = if kind == Kind::User && q.filter.is_none() && q.sort_by.is_none() {
+        let dir = &s.inner.dir;
         let (total, rows) = dir
             .user_page(q.start_index as i64 - 1, q.count as i64)
             .await?;
         let resources = rows
             .iter()
-            .map(|r| render_user(r, dir.mapping(), base))
+            .map(|r| render_user(r, dir.mapping(), &base))
             .collect();
-        return Ok(page(Kind::User, q, resources, Some(total as usize), true));
+        page(kind, q, resources, Some(total as usize), true)
+    } else {
+        page(kind, q, candidates(s, &base, kind, q).await?, None, false)
+    };
+    Ok(ok_json(StatusCode::OK, body))
+}
+
+/// The resources of `kind` a filter may match, rendered.
+async fn candidates(
+    s: &ScimState,
+    base: &str,
+    kind: Kind,
+    q: &ListQuery,
+) -> Result<Vec<Map<String, Value>>, ScimError> {
+    match kind {
+        Kind::User => user_candidates(s, base, q).await,
+        Kind::Group => group_candidates(s, base, q).await,
     }
-    Ok(page(
-        Kind::User,
-        q,
-        user_candidates(s, base, q).await?,
-        None,
-        false,
-    ))
 }
 
 /// The users a filter may match, rendered: found by index where the filter allows.
@@ -640,16 +657,6 @@ async fn user_candidates(
         None => dir.all_users().await?,
     };
     Ok(render(rows))
-}
-
-async fn group_list(s: &ScimState, base: &str, q: &ListQuery) -> Result<Value, ScimError> {
-    Ok(page(
-        Kind::Group,
-        q,
-        group_candidates(s, base, q).await?,
-        None,
-        false,
-    ))
 }
 
 async fn group_candidates(
@@ -698,10 +705,7 @@ async fn search_all(
     let mut last = None;
     for kind in [Kind::User, Kind::Group] {
         let q = ListQuery::from_body(kind, &body)?;
-        let found = match kind {
-            Kind::User => user_candidates(&s, &base, &q).await?,
-            Kind::Group => group_candidates(&s, &base, &q).await?,
-        };
+        let found = candidates(&s, &base, kind, &q).await?;
         all.extend(select(kind, &q, found).into_iter().map(|r| (kind, r)));
         last = Some(q);
     }
@@ -715,8 +719,7 @@ async fn list_users(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ScimError> {
     let q = ListQuery::from_pairs(Kind::User, &query_pairs(query)?)?;
-    let body = user_list(&s, &s.base(&headers), &q).await?;
-    Ok(ok_json(StatusCode::OK, body))
+    list_response(&s, &headers, Kind::User, &q).await
 }
 
 async fn search_users(
@@ -725,8 +728,7 @@ async fn search_users(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ScimError> {
     let q = ListQuery::from_body(Kind::User, &json_body(body)?)?;
-    let body = user_list(&s, &s.base(&headers), &q).await?;
-    Ok(ok_json(StatusCode::OK, body))
+    list_response(&s, &headers, Kind::User, &q).await
 }
 
 async fn list_groups(
@@ -735,8 +737,7 @@ async fn list_groups(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ScimError> {
     let q = ListQuery::from_pairs(Kind::Group, &query_pairs(query)?)?;
-    let body = group_list(&s, &s.base(&headers), &q).await?;
-    Ok(ok_json(StatusCode::OK, body))
+    list_response(&s, &headers, Kind::Group, &q).await
 }
 
 async fn search_groups(
@@ -745,8 +746,7 @@ async fn search_groups(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ScimError> {
     let q = ListQuery::from_body(Kind::Group, &json_body(body)?)?;
-    let body = group_list(&s, &s.base(&headers), &q).await?;
-    Ok(ok_json(StatusCode::OK, body))
+    list_response(&s, &headers, Kind::Group, &q).await
 }
 
 // ---------------------------------------------------------------------------------------
