@@ -33,17 +33,22 @@ impl LiveValues {
     /// Who holds `value` (any case) in `field` of `target`: `None` when no live account does,
     /// `Some(None)` when one without a correlation value does.
     pub fn holder(&self, target: &str, field: &str, value: &str) -> Option<Option<&str>> {
-        let fields = self.targets.get(target)?.get(field)?;
-        let found = match fields.get(value) {
-            Some(h) => h,
-            None => fields.get(&value.to_lowercase())?,
-        };
-        Some(found.as_deref())
+        let live = self.target(target)?;
+        live.holder(field, value)
+            .or_else(|| live.holder(field, &value.to_lowercase()))
     }
 
     /// True when nothing was read for `target`.
     pub fn is_empty_for(&self, target: &str) -> bool {
-        self.targets.get(target).is_none_or(HashMap::is_empty)
+        self.target(target).is_none()
+    }
+
+    /// The values read for `target`; `None` when nothing was.
+    pub(crate) fn target(&self, target: &str) -> Option<LiveTarget<'_>> {
+        self.targets
+            .get(target)
+            .filter(|fields| !fields.is_empty())
+            .map(LiveTarget)
     }
 
     /// How many values were read, over every target and field.
@@ -57,6 +62,18 @@ impl LiveValues {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The live values of one target.
+#[derive(Clone, Copy)]
+pub(crate) struct LiveTarget<'a>(&'a HashMap<String, HashMap<String, Option<String>>>);
+
+impl<'a> LiveTarget<'a> {
+    /// Who holds `lowercased` in `field`, as [`LiveValues::holder`], for a value already
+    /// lowercased: the generators' check of every candidate lowercases it once.
+    pub(crate) fn holder(self, field: &str, lowercased: &str) -> Option<Option<&'a str>> {
+        Some(self.0.get(field)?.get(lowercased)?.as_deref())
     }
 }
 

@@ -63,7 +63,7 @@ pub(crate) fn allocate(
 
         // Live values only matter for targets that were read; their holders are compared by
         // correlation value, which is evaluated for a person only when a live value is hit.
-        let live = (!live.is_empty_for(&target.name)).then_some(live);
+        let live = live.target(&target.name);
         let correlation_def = target
             .correlation
             .as_deref()
@@ -97,7 +97,7 @@ pub(crate) fn allocate(
                                 !t.values.contains(&key)
                                     || t.owners.get(&key).is_some_and(|o| o == person)
                             })
-                            && live.is_none_or(|live| match live.holder(&target.name, f, &key) {
+                            && live.is_none_or(|live| match live.holder(f, &key) {
                                 None => true,
                                 Some(holder) => {
                                     holder.is_some()
