@@ -2,6 +2,7 @@
 //! executor wired together, with progress on a terminal and log lines elsewhere.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use koppel_connectors::directory::DirectoryTarget;
 use koppel_connectors::lazy::Lazy;
-use koppel_connectors::target::Target;
+use koppel_connectors::target::{Target, TargetError};
 use koppel_core::config::{CompiledConfig, TargetKind};
 use koppel_core::plan::ActionKind;
 use koppel_core::{Date, KnownState, LiveValues, Plan, PlanInput, Snapshot};
@@ -71,35 +72,26 @@ pub fn remote_targets(
 ) -> anyhow::Result<BTreeMap<String, Arc<dyn Target>>> {
     let mut out: BTreeMap<String, Arc<dyn Target>> = BTreeMap::new();
     for t in &config.targets {
-        let target: Arc<dyn Target> = match t.kind {
+        let table = || t.connection.clone().unwrap_or_default();
+        let target = match t.kind {
             TargetKind::Directory => continue,
             TargetKind::Ldap => {
-                let table = t.connection.clone().unwrap_or_default();
-                let settings = koppel_ldap::LdapConfig::from_table(&t.name, &table)?;
-                let name = t.name.clone();
-                Arc::new(Lazy::new(&t.name, move || {
-                    let (name, settings) = (name.clone(), settings.clone());
-                    async move {
-                        let target = koppel_ldap::connect(&name, settings)
-                            .await
-                            .map_err(|e| e.into_target_error(&name))?;
-                        Ok(Arc::new(target) as Arc<dyn Target>)
-                    }
-                }))
+                let settings = koppel_ldap::LdapConfig::from_table(&t.name, &table())?;
+                lazy(&t.name, settings, |name, settings| async move {
+                    let target = koppel_ldap::connect(&name, settings)
+                        .await
+                        .map_err(|e| e.into_target_error(&name))?;
+                    Ok(Arc::new(target) as Arc<dyn Target>)
+                })
             }
             TargetKind::Scim => {
-                let table = t.connection.clone().unwrap_or_default();
-                let settings = koppel_scim::ScimConfig::from_table(&t.name, &table)?;
-                let name = t.name.clone();
-                Arc::new(Lazy::new(&t.name, move || {
-                    let (name, settings) = (name.clone(), settings.clone());
-                    async move {
-                        let target = koppel_scim::connect(&name, settings)
-                            .await
-                            .map_err(|e| e.into_target_error(&name))?;
-                        Ok(Arc::new(target) as Arc<dyn Target>)
-                    }
-                }))
+                let settings = koppel_scim::ScimConfig::from_table(&t.name, &table())?;
+                lazy(&t.name, settings, |name, settings| async move {
+                    let target = koppel_scim::connect(&name, settings)
+                        .await
+                        .map_err(|e| e.into_target_error(&name))?;
+                    Ok(Arc::new(target) as Arc<dyn Target>)
+                })
             }
             other => bail!(
                 "target {:?} has kind {other:?}, which this koppel cannot apply to yet; \
@@ -110,6 +102,19 @@ pub fn remote_targets(
         out.insert(t.name.clone(), target);
     }
     Ok(out)
+}
+
+/// A target that `connect(name, settings)` connects on its first operation.
+fn lazy<S, F, Fut>(name: &str, settings: S, connect: F) -> Arc<dyn Target>
+where
+    S: Clone + Send + Sync + 'static,
+    F: Fn(String, S) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Arc<dyn Target>, TargetError>> + Send + 'static,
+{
+    let owned = name.to_owned();
+    Arc::new(Lazy::new(name, move || {
+        connect(owned.clone(), settings.clone())
+    }))
 }
 
 /// Plans; then, where the plan hands out generated values (usernames, e-mail addresses) in a
