@@ -350,14 +350,7 @@ pub fn audit(
     filter: koppel_store::AuditFilter,
     output: crate::Output,
 ) -> anyhow::Result<ExitCode> {
-    let config = read_config(&common.config)?;
-    let path = crate::apply::store_path(&config, &common.config, common.store.as_deref());
-    if !path.exists() {
-        bail!(
-            "there is no store at {} yet: nothing has been applied",
-            path.display()
-        );
-    }
+    let (_, path) = open_existing(common)?;
     crate::apply::runtime()?.block_on(async {
         let store = SqliteStore::open(&path).await?;
         if verify {
