@@ -146,6 +146,18 @@ accounts = ["apps"]
     c
 }
 
+/// Compiles a generated benchmark configuration; its errors, if any, in one message.
+fn load_config(text: &str) -> anyhow::Result<CompiledConfig> {
+    config::load(text, "bench.toml").map_err(|errs| {
+        anyhow::anyhow!(
+            errs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })
+}
+
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
@@ -236,14 +248,7 @@ pub fn run(
         println!("wrote {} and its data", out.join("koppel.toml").display());
         return Ok(ExitCode::SUCCESS);
     }
-    let config: CompiledConfig = config::load(&text, "bench.toml").map_err(|errs| {
-        anyhow::anyhow!(
-            errs.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })?;
+    let config = load_config(&text)?;
     let source = config
         .sources
         .first()
@@ -396,14 +401,7 @@ pub fn run_apply(persons: usize, seed: u64) -> anyhow::Result<ExitCode> {
     drop(snapshot);
     let config_path = dir.path().join("koppel.toml");
     std::fs::write(&config_path, &text)?;
-    let config = config::load(&text, "bench.toml").map_err(|errs| {
-        anyhow::anyhow!(
-            errs.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })?;
+    let config = load_config(&text)?;
     let progress = Progress::new(true);
     let rt = crate::apply::runtime()?;
     let store_path = dir.path().join("koppel.db");
