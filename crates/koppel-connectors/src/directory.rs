@@ -230,17 +230,7 @@ impl DirectoryTarget {
         )
         .await
         .map_err(|e| self.db_error(e))?;
-        let mut permissions: HashMap<i64, BTreeSet<String>> = HashMap::new();
-        for (account, group) in memberships {
-            permissions.entry(account).or_default().insert(group);
-        }
-        Ok(accounts
-            .into_iter()
-            .map(|a| {
-                let held = permissions.remove(&a.id).unwrap_or_default();
-                a.into_account(held)
-            })
-            .collect())
+        Ok(with_memberships(accounts, memberships))
     }
 
     /// Runs `ops` as one transaction; the outer error is a store failure that undid the
@@ -524,6 +514,22 @@ struct Stored {
     person: String,
     attributes: BTreeMap<String, AttrValue>,
     enabled: bool,
+}
+
+/// Stored accounts as the trait returns them, each with the groups `memberships`
+/// (account id, group name) gives it.
+fn with_memberships(accounts: Vec<Stored>, memberships: Vec<(i64, String)>) -> Vec<TargetAccount> {
+    let mut permissions: HashMap<i64, BTreeSet<String>> = HashMap::new();
+    for (account, group) in memberships {
+        permissions.entry(account).or_default().insert(group);
+    }
+    accounts
+        .into_iter()
+        .map(|a| {
+            let held = permissions.remove(&a.id).unwrap_or_default();
+            a.into_account(held)
+        })
+        .collect()
 }
 
 impl Stored {
@@ -1475,17 +1481,7 @@ impl Target for DirectoryTarget {
         .map_err(db)?;
         tx.commit().await.map_err(db)?;
         accounts.sort_unstable_by(|a, b| a.reference.cmp(&b.reference));
-        let mut permissions: HashMap<i64, BTreeSet<String>> = HashMap::new();
-        for (account, group) in memberships {
-            permissions.entry(account).or_default().insert(group);
-        }
-        Ok(accounts
-            .into_iter()
-            .map(|a| {
-                let held = permissions.remove(&a.id).unwrap_or_default();
-                a.into_account(held)
-            })
-            .collect())
+        Ok(with_memberships(accounts, memberships))
     }
 
     async fn list_permissions(&self) -> Result<Vec<String>, TargetError> {
