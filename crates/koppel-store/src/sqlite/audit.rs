@@ -51,16 +51,12 @@ pub async fn append(
     // every column it took out of it, most of the cost of a batch.
     let full = values_sql(INSERT_ROWS);
     let one = values_sql(1);
-    let mut rest = rows.as_slice();
-    while !rest.is_empty() {
-        let take = if rest.len() >= INSERT_ROWS {
-            INSERT_ROWS
+    for chunk in super::in_runs(&rows, INSERT_ROWS) {
+        let sql = if chunk.len() == INSERT_ROWS {
+            &full
         } else {
-            1
+            &one
         };
-        let (chunk, tail) = rest.split_at(take);
-        rest = tail;
-        let sql = if take == INSERT_ROWS { &full } else { &one };
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
         for r in chunk {
             q = q

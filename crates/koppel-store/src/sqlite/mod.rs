@@ -27,6 +27,13 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 /// How long a writer waits for another process's write transaction before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// `rows` in runs of `n` while that many remain, then one at a time: two statement texts
+/// (`n` rows and one row) cover any count and keep the statement cache small.
+fn in_runs<T>(rows: &[T], n: usize) -> impl Iterator<Item = &[T]> {
+    let (full, rest) = rows.split_at(rows.len() / n * n);
+    full.chunks_exact(n).chain(rest.chunks(1))
+}
+
 /// koppel's state in one SQLite file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {

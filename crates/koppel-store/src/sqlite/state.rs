@@ -211,16 +211,12 @@ pub async fn write_accounts(
 ) -> Result<(), StoreError> {
     let full = upsert_sql(UPSERT_ROWS);
     let one = upsert_sql(1);
-    let mut rest = rows;
-    while !rest.is_empty() {
-        let take = if rest.len() >= UPSERT_ROWS {
-            UPSERT_ROWS
+    for chunk in super::in_runs(rows, UPSERT_ROWS) {
+        let sql = if chunk.len() == UPSERT_ROWS {
+            &full
         } else {
-            1
+            &one
         };
-        let (chunk, tail) = rest.split_at(take);
-        rest = tail;
-        let sql = if take == UPSERT_ROWS { &full } else { &one };
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
         for r in chunk {
             let a = r.account;
