@@ -1,44 +1,41 @@
 //! `koppel apply` end to end on the demo organisation: the joiner/mover/leaver loop into the
 //! built-in directory, thresholds and approval, failures, saved plans and the audit log.
 
-use std::path::{Path, PathBuf};
+mod common;
 
-use assert_cmd::Command;
+use std::path::Path;
+
+use assert_cmd::prelude::*;
+use common::{examples, koppel, ok, run, text, use_hr};
 use predicates::prelude::*;
 
-fn demo_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/demo")
-}
-
-fn use_hr(dir: &Path, which: &str) {
-    std::fs::create_dir_all(dir.join("hr")).unwrap();
-    for f in ["persons.csv", "contracts.csv", "departments.csv"] {
-        std::fs::copy(demo_dir().join(which).join(f), dir.join("hr").join(f)).unwrap();
-    }
-}
-
+/// The demo organisation with its configuration changed by `config_edit`.
 fn workspace(config_edit: impl Fn(String) -> String) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(demo_dir().join("koppel.toml")).unwrap();
+    let text = std::fs::read_to_string(examples().join("demo/koppel.toml")).unwrap();
     std::fs::write(dir.path().join("koppel.toml"), config_edit(text)).unwrap();
     use_hr(dir.path(), "hr");
     dir
 }
 
-fn koppel(dir: &Path) -> Command {
-    let mut c = Command::cargo_bin("koppel").unwrap();
-    c.current_dir(dir)
-        .env("NO_COLOR", "1")
-        .env("KOPPEL_ACTOR", "test")
-        .env_remove("KOPPEL_CONFIG")
-        .env_remove("KOPPEL_STORE")
-        .env_remove("KOPPEL_TEST_PAUSE_AT");
-    c
+/// The plan id in `koppel apply`'s hint to approve a withheld plan.
+fn approve_id(out: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix("Approve with `koppel apply --approve "))
+        .and_then(|l| l.split('`').next())
+        .unwrap()
+        .to_owned()
 }
 
-fn stdout(c: &mut Command) -> String {
-    let o = c.output().unwrap();
-    String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+/// The id `koppel plan --save` reports on stderr.
+fn saved_id(dir: &Path) -> String {
+    let o = run(dir, &["plan", "--now", "2026-11-23", "--summary", "--save"]);
+    String::from_utf8_lossy(&o.stderr)
+        .split("saved plan ")
+        .nth(1)
+        .and_then(|s| s.split(':').next())
+        .unwrap()
+        .to_owned()
 }
 
 /// Runs SQL against the store file, as someone editing it behind koppel's back would.
@@ -65,10 +62,7 @@ fn sql(db: &Path, statements: &[&str]) {
 #[test]
 fn joiner_mover_leaver_loop_with_an_empty_plan_after_each_apply() {
     let ws = workspace(|t| t);
-    koppel(ws.path())
-        .args(["apply", "--now", "2026-11-23"])
-        .assert()
-        .success();
+    ok(ws.path(), &["apply", "--now", "2026-11-23"]);
     koppel(ws.path())
         .args(["plan", "--now", "2026-11-23", "--detailed-exitcode"])
         .assert()
@@ -87,7 +81,10 @@ fn joiner_mover_leaver_loop_with_an_empty_plan_after_each_apply() {
         .code(0);
 
     // The marriage: display name and e-mail follow, the username stays.
-    let out = stdout(koppel(ws.path()).args(["accounts", "directory", "--output", "json"]));
+    let out = text(&run(
+        ws.path(),
+        &["accounts", "directory", "--output", "json"],
+    ));
     let accounts: serde_json::Value = serde_json::from_str(
         out.lines()
             .take_while(|l| !l.starts_with("warning"))
@@ -102,10 +99,8 @@ fn joiner_mover_leaver_loop_with_an_empty_plan_after_each_apply() {
         .iter()
         .find(|a| a["attributes"]["employee_id"] == "1000925")
         .unwrap();
-    let state: serde_json::Value = serde_json::from_str(&stdout(
-        koppel(ws.path()).args(["state", "--output", "json"]),
-    ))
-    .unwrap();
+    let state: serde_json::Value =
+        serde_json::from_str(&text(&run(ws.path(), &["state", "--output", "json"]))).unwrap();
     let known = &state["targets"]["directory"]["accounts"]["1000925"];
     assert_eq!(
         married["attributes"]["mail"], known["attributes"]["mail"],
@@ -138,25 +133,20 @@ fn a_threshold_withholds_only_its_kind_until_approved() {
             1,
         )
     });
-    koppel(ws.path())
-        .args(["apply", "--now", "2026-11-23"])
-        .assert()
-        .success();
+    ok(ws.path(), &["apply", "--now", "2026-11-23"]);
     use_hr(ws.path(), "hr-month-later");
-    let out = stdout(koppel(ws.path()).args(["apply", "--now", "2026-12-23"]));
+    let out = text(&run(ws.path(), &["apply", "--now", "2026-12-23"]));
     assert!(
         out.contains("WITHHELD by a threshold: target directory:"),
         "{out}"
     );
     assert!(out.contains("disable actions"), "{out}");
-    let id = out
-        .lines()
-        .find_map(|l| l.strip_prefix("Approve with `koppel apply --approve "))
-        .and_then(|l| l.split('`').next())
-        .unwrap()
-        .to_owned();
+    let id = approve_id(&out);
     // Updates and grants went ahead; the directory's disables wait.
-    let plan = stdout(koppel(ws.path()).args(["plan", "--now", "2026-12-23", "--output", "json"]));
+    let plan = text(&run(
+        ws.path(),
+        &["plan", "--now", "2026-12-23", "--output", "json"],
+    ));
     let v: serde_json::Value = serde_json::from_str(&plan).unwrap();
     let kinds: Vec<(&str, &str)> = v["actions"]
         .as_array()
@@ -198,18 +188,10 @@ fn a_rejected_plan_drops_the_withheld_actions() {
             1,
         )
     });
-    koppel(ws.path())
-        .args(["apply", "--now", "2026-11-23"])
-        .assert()
-        .success();
+    ok(ws.path(), &["apply", "--now", "2026-11-23"]);
     use_hr(ws.path(), "hr-month-later");
-    let out = stdout(koppel(ws.path()).args(["apply", "--now", "2026-12-23"]));
-    let id = out
-        .lines()
-        .find_map(|l| l.strip_prefix("Approve with `koppel apply --approve "))
-        .and_then(|l| l.split('`').next())
-        .unwrap()
-        .to_owned();
+    let out = text(&run(ws.path(), &["apply", "--now", "2026-12-23"]));
+    let id = approve_id(&out);
     koppel(ws.path())
         .args(["apply", "--now", "2026-12-23", "--reject", &id])
         .assert()
@@ -223,10 +205,7 @@ fn a_rejected_plan_drops_the_withheld_actions() {
 #[test]
 fn a_failing_action_is_recorded_the_rest_goes_on_and_the_next_run_retries() {
     let ws = workspace(|t| t);
-    koppel(ws.path())
-        .args(["apply", "--now", "2026-11-23"])
-        .assert()
-        .success();
+    ok(ws.path(), &["apply", "--now", "2026-11-23"]);
     // Someone removes a mover's account by hand.
     sql(
         &ws.path().join("koppel.db"),
@@ -248,7 +227,10 @@ fn a_failing_action_is_recorded_the_rest_goes_on_and_the_next_run_retries() {
         "the mover's grants wait for the failed update: {text}"
     );
     // Everyone else moved on.
-    let plan = stdout(koppel(ws.path()).args(["plan", "--now", "2026-12-23", "--output", "json"]));
+    let plan = common::text(&run(
+        ws.path(),
+        &["plan", "--now", "2026-12-23", "--output", "json"],
+    ));
     let v: serde_json::Value = serde_json::from_str(&plan).unwrap();
     let persons: std::collections::BTreeSet<&str> = v["actions"]
         .as_array()
@@ -272,29 +254,8 @@ fn a_failing_action_is_recorded_the_rest_goes_on_and_the_next_run_retries() {
 #[test]
 fn saved_plans_apply_once_and_not_after_the_state_moved() {
     let ws = workspace(|t| t);
-    let out = koppel(ws.path())
-        .args(["plan", "--now", "2026-11-23", "--summary", "--save"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    let id = err
-        .split("saved plan ")
-        .nth(1)
-        .and_then(|s| s.split(':').next())
-        .unwrap()
-        .to_owned();
-    let stale = {
-        let o = koppel(ws.path())
-            .args(["plan", "--now", "2026-11-23", "--summary", "--save"])
-            .output()
-            .unwrap();
-        let e = String::from_utf8_lossy(&o.stderr).into_owned();
-        e.split("saved plan ")
-            .nth(1)
-            .and_then(|s| s.split(':').next())
-            .unwrap()
-            .to_owned()
-    };
+    let id = saved_id(ws.path());
+    let stale = saved_id(ws.path());
     koppel(ws.path())
         .args(["apply", &id, "--now", "2026-11-23"])
         .assert()
@@ -314,14 +275,8 @@ fn saved_plans_apply_once_and_not_after_the_state_moved() {
 #[test]
 fn audit_verify_detects_a_changed_entry() {
     let ws = workspace(|t| t);
-    koppel(ws.path())
-        .args(["apply", "--now", "2026-11-23"])
-        .assert()
-        .success();
-    koppel(ws.path())
-        .args(["audit", "verify"])
-        .assert()
-        .success();
+    ok(ws.path(), &["apply", "--now", "2026-11-23"]);
+    ok(ws.path(), &["audit", "verify"]);
     let db = ws.path().join("koppel.db");
     let triggers: Vec<String> = {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -358,11 +313,11 @@ fn audit_verify_detects_a_changed_entry() {
 #[test]
 fn reconcile_reports_drift_and_orphans_and_repair_puts_koppels_values_back() {
     let ws = workspace(|t| t);
-    koppel(ws.path())
-        .args(["apply", "--now", "2026-11-23"])
-        .assert()
-        .success();
-    let clean = stdout(koppel(ws.path()).args(["reconcile", "directory", "--now", "2026-11-23"]));
+    ok(ws.path(), &["apply", "--now", "2026-11-23"]);
+    let clean = text(&run(
+        ws.path(),
+        &["reconcile", "directory", "--now", "2026-11-23"],
+    ));
     assert!(clean.contains("No drift"), "{clean}");
 
     // Someone edits the directory behind koppel's back.
@@ -386,14 +341,17 @@ fn reconcile_reports_drift_and_orphans_and_repair_puts_koppels_values_back() {
         ],
     );
 
-    let json = stdout(koppel(ws.path()).args([
-        "reconcile",
-        "directory",
-        "--now",
-        "2026-11-23",
-        "--output",
-        "json",
-    ]));
+    let json = text(&run(
+        ws.path(),
+        &[
+            "reconcile",
+            "directory",
+            "--now",
+            "2026-11-23",
+            "--output",
+            "json",
+        ],
+    ));
     let report: serde_json::Value = serde_json::from_str(&json).expect(&json);
     let orphans = report["orphans"].as_array().unwrap();
     assert_eq!(orphans.len(), 1, "{json}");
@@ -410,30 +368,32 @@ fn reconcile_reports_drift_and_orphans_and_repair_puts_koppels_values_back() {
     assert_eq!(missing[0]["person"], "1000903");
     assert_eq!(missing[0]["permission"], "Alle medewerkers");
 
-    let repaired = stdout(koppel(ws.path()).args([
-        "reconcile",
-        "directory",
-        "--now",
-        "2026-11-23",
-        "--repair",
-    ]));
+    let repaired = text(&run(
+        ws.path(),
+        &["reconcile", "directory", "--now", "2026-11-23", "--repair"],
+    ));
     assert!(repaired.contains("Repair: 3 done, 0 failed"), "{repaired}");
-    let after = stdout(koppel(ws.path()).args([
-        "reconcile",
-        "directory",
-        "--now",
-        "2026-11-23",
-        "--output",
-        "json",
-    ]));
+    let after = text(&run(
+        ws.path(),
+        &[
+            "reconcile",
+            "directory",
+            "--now",
+            "2026-11-23",
+            "--output",
+            "json",
+        ],
+    ));
     let after: serde_json::Value = serde_json::from_str(&after).unwrap();
     assert_eq!(after["drift"], serde_json::json!([]));
     assert_eq!(after["missing_permissions"], serde_json::json!([]));
     // The orphan is reported, never removed.
     assert_eq!(after["orphans"].as_array().unwrap().len(), 1);
     // Each repair is in the audit log as changed outside koppel.
-    let audit =
-        stdout(koppel(ws.path()).args(["audit", "--person", "1000902", "--output", "json"]));
+    let audit = text(&run(
+        ws.path(),
+        &["audit", "--person", "1000902", "--output", "json"],
+    ));
     assert!(audit.contains("\"drift\""), "{audit}");
     // And the plan is still empty: repair restored exactly what koppel knows.
     koppel(ws.path())

@@ -1,37 +1,11 @@
 //! The `koppel` binary as an administrator uses it: plan, explain, validate and demo on the
 //! demo organisation copied to a temporary folder.
 
-use std::path::{Path, PathBuf};
+mod common;
 
-use assert_cmd::Command;
+use assert_cmd::prelude::*;
+use common::{demo_workspace as workspace, examples, koppel};
 use predicates::prelude::*;
-
-fn demo_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/demo")
-}
-
-/// A copy of the demo configuration and HR data that a test may change.
-fn workspace() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        demo_dir().join("koppel.toml"),
-        dir.path().join("koppel.toml"),
-    )
-    .unwrap();
-    std::fs::create_dir(dir.path().join("hr")).unwrap();
-    for f in ["persons.csv", "contracts.csv", "departments.csv"] {
-        std::fs::copy(demo_dir().join("hr").join(f), dir.path().join("hr").join(f)).unwrap();
-    }
-    dir
-}
-
-fn koppel(dir: &Path) -> Command {
-    let mut c = Command::cargo_bin("koppel").unwrap();
-    c.current_dir(dir)
-        .env("NO_COLOR", "1")
-        .env_remove("KOPPEL_CONFIG");
-    c
-}
 
 #[test]
 fn json_plan_is_byte_identical_and_names_target_person_kind() {
@@ -153,7 +127,7 @@ fn validate_reports_errors_with_file_line_and_column() {
             )
             .unwrap(),
         );
-    koppel(&demo_dir())
+    koppel(&examples().join("demo"))
         .args(["validate"])
         .assert()
         .success()

@@ -6,37 +6,19 @@
 //! batch) and say so on stderr; the test then kills it with SIGKILL, which no code of ours
 //! can intercept, and starts `koppel apply` again.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
-fn demo_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/demo")
-}
+use common::demo_workspace as workspace;
 
-fn workspace() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        demo_dir().join("koppel.toml"),
-        dir.path().join("koppel.toml"),
-    )
-    .unwrap();
-    std::fs::create_dir(dir.path().join("hr")).unwrap();
-    for f in ["persons.csv", "contracts.csv", "departments.csv"] {
-        std::fs::copy(demo_dir().join("hr").join(f), dir.path().join("hr").join(f)).unwrap();
-    }
-    dir
-}
-
+/// `koppel` in `dir`, in batches of 40: enough batches for the checkpoints the kill points
+/// count on.
 fn koppel(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_koppel"));
-    c.current_dir(dir)
-        .env("NO_COLOR", "1")
-        .env("KOPPEL_BATCH", "40")
-        .env("KOPPEL_ACTOR", "crash-test")
-        .env_remove("KOPPEL_CONFIG")
-        .env_remove("KOPPEL_STORE")
-        .env_remove("KOPPEL_TEST_PAUSE_AT");
+    let mut c = common::koppel(dir);
+    c.env("KOPPEL_BATCH", "40");
     c
 }
 

@@ -1,24 +1,18 @@
 //! `koppel serve`: the demo organisation applied into the built-in directory, then read
 //! back through the SCIM endpoint by filter, with and without the bearer token.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn demo_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/demo")
-}
-
+/// `koppel` in `dir`, with the SCIM endpoint's bearer token.
 fn koppel(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_koppel"));
-    c.current_dir(dir)
-        .env("NO_COLOR", "1")
-        .env("KOPPEL_ACTOR", "serve-test")
-        .env("KOPPEL_SCIM_TOKEN", "serve-test-token")
-        .env_remove("KOPPEL_CONFIG")
-        .env_remove("KOPPEL_STORE");
+    let mut c = common::koppel(dir);
+    c.env("KOPPEL_SCIM_TOKEN", "serve-test-token");
     c
 }
 
@@ -53,30 +47,10 @@ impl Drop for Server {
 
 #[test]
 fn serve_answers_scim_filters_over_the_applied_directory() {
-    let ws = tempfile::tempdir().unwrap();
+    let ws = common::demo_workspace();
     let dir = ws.path();
-    std::fs::copy(demo_dir().join("koppel.toml"), dir.join("koppel.toml")).unwrap();
-    std::fs::create_dir(dir.join("hr")).unwrap();
-    for f in ["persons.csv", "contracts.csv", "departments.csv"] {
-        std::fs::copy(demo_dir().join("hr").join(f), dir.join("hr").join(f)).unwrap();
-    }
-    let out = koppel(dir)
-        .args(["apply", "--now", "2026-11-23"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let state: serde_json::Value = serde_json::from_slice(
-        &koppel(dir)
-            .args(["state", "--output", "json"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    common::ok(dir, &["apply", "--now", "2026-11-23"]);
+    let state = common::json(dir, &["state", "--output", "json"]);
     let username = state["targets"]["directory"]["accounts"]["1000903"]["attributes"]["username"]
         .as_str()
         .unwrap()

@@ -1,5 +1,5 @@
-//! What the binary's end-to-end tests against real servers share: the example
-//! configurations and HR files, and running `koppel` in a workspace folder.
+//! What the binary's end-to-end tests share: the example configurations and HR files, and
+//! running `koppel` in a workspace folder.
 
 // Each test binary uses its own part of these.
 #![allow(dead_code)]
@@ -21,6 +21,19 @@ pub fn use_hr(dir: &Path, which: &str) {
         )
         .unwrap();
     }
+}
+
+/// A temporary copy of the demo organisation that a test may change: its configuration
+/// and today's HR export.
+pub fn demo_workspace() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        examples().join("demo/koppel.toml"),
+        dir.path().join("koppel.toml"),
+    )
+    .unwrap();
+    use_hr(dir.path(), "hr");
+    dir
 }
 
 /// `koppel` in `dir`, with nothing from the caller's environment that would change it.
