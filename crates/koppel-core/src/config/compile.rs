@@ -96,6 +96,13 @@ impl CompiledTarget {
             .iter()
             .flat_map(|g| g.fields.iter().map(|(f, _)| f.as_str()))
     }
+
+    /// The mapping of the correlation attribute, when the target has one (loading checks
+    /// that it is mapped).
+    pub fn correlation_attribute(&self) -> Option<&AttributeDef> {
+        let name = self.correlation.as_deref()?;
+        self.attributes.iter().find(|a| a.name == name)
+    }
 }
 
 #[derive(Clone)]

@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::config::{CompiledConfig, CompiledTarget, Lifecycle, PermissionKind, Regenerate};
+use crate::config::{
+    AttributeDef, CompiledConfig, CompiledTarget, Lifecycle, PermissionKind, Regenerate,
+};
 use crate::diag::Diagnostic;
 use crate::expr::{Scope, Vars};
 use crate::model::{Contract, Date, Person};
@@ -66,6 +68,18 @@ impl<'a> Ctx<'a> {
 
     pub fn known_account(&self, target: usize, person: &str) -> Option<&'a KnownAccount> {
         self.known[target]?.accounts.get(person)
+    }
+
+    /// The person's correlation value (`def` is a target's correlation attribute),
+    /// lowercased as targets compare them; `None` when the mapping fails for the person.
+    pub fn correlation_value(
+        &self,
+        def: &AttributeDef,
+        person: &Person,
+        primary: Option<&Contract>,
+    ) -> Option<String> {
+        let value = def.expr.eval_string(&self.scope(person, primary)).ok()?;
+        Some(value.to_lowercase())
     }
 
     pub fn scope<'s>(&'s self, person: &'s Person, primary: Option<&'s Contract>) -> Scope<'s> {

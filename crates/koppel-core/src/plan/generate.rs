@@ -64,10 +64,7 @@ pub(crate) fn allocate(
         // Live values only matter for targets that were read; their holders are compared by
         // correlation value, which is evaluated for a person only when a live value is hit.
         let live = live.target(&target.name);
-        let correlation_def = target
-            .correlation
-            .as_deref()
-            .and_then(|c| target.attributes.iter().find(|a| a.name == c));
+        let correlation_def = target.correlation_attribute();
 
         // Per generator and first candidate, the next iteration worth trying: taken values
         // only grow during a run, so numbers below it stay taken. Without this, the thousandth
@@ -80,12 +77,8 @@ pub(crate) fn allocate(
             // The person's own correlation value: an account holding it is theirs to adopt.
             let own = std::cell::OnceCell::new();
             let own_correlation = || -> Option<&String> {
-                own.get_or_init(|| {
-                    let def = correlation_def?;
-                    let scope = ctx.scope(person_ref, primary);
-                    def.expr.eval_string(&scope).ok().map(|v| v.to_lowercase())
-                })
-                .as_ref()
+                own.get_or_init(|| ctx.correlation_value(correlation_def?, person_ref, primary))
+                    .as_ref()
             };
             for p in pending {
                 let g = &target.generators[p.generator];

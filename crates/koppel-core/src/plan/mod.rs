@@ -475,11 +475,7 @@ pub fn correlation_values(
     let Some(t) = config.targets.iter().find(|t| t.name == target) else {
         return BTreeMap::new();
     };
-    let Some(def) = t
-        .correlation
-        .as_deref()
-        .and_then(|c| t.attributes.iter().find(|a| a.name == c))
-    else {
+    let Some(def) = t.correlation_attribute() else {
         return BTreeMap::new();
     };
     let org = Org::new(snapshot.departments.clone());
@@ -490,8 +486,8 @@ pub fn correlation_values(
         .iter()
         .filter_map(|p| {
             let primary = config.primary.primary(&p.contracts, now);
-            let value = def.expr.eval_string(&ctx.scope(p, primary)).ok()?;
-            (!value.is_empty()).then(|| (value.to_lowercase(), p.external_id.clone()))
+            let value = ctx.correlation_value(def, p, primary)?;
+            (!value.is_empty()).then(|| (value, p.external_id.clone()))
         })
         .collect()
 }
