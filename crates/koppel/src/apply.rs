@@ -356,6 +356,14 @@ impl Context<'_> {
         Ok(())
     }
 
+    /// The store's known state: `current` when the caller still holds it, else read again.
+    async fn known(&self, current: Option<KnownState>) -> anyhow::Result<KnownState> {
+        Ok(match current {
+            Some(known) => known,
+            None => self.store.known_state().await?,
+        })
+    }
+
     /// Plans the current sources against the store.
     pub async fn plan(
         &self,
@@ -435,7 +443,7 @@ impl Context<'_> {
             Request::Approve(id) => {
                 let stored = self.held(&id).await?;
                 self.audit_event(AuditEvent::Approved, &stored, "").await?;
-                let known = self.store.known_state().await?;
+                let known = self.known(current.take()).await?;
                 out.report = Some(
                     engine
                         .execute(&stored, &known, Mode::Approved, self.now)
@@ -464,7 +472,7 @@ impl Context<'_> {
                 if !stored.plan.held.is_empty() {
                     bail!("plan {id} is held by the source guards; approve it with --approve {id}");
                 }
-                let known = self.store.known_state().await?;
+                let known = self.known(current.take()).await?;
                 out.breaches = koppel_core::threshold::check(self.config, &stored.plan, &known);
                 stored.withheld = out
                     .breaches
@@ -481,10 +489,8 @@ impl Context<'_> {
                 out.plan = Some(stored);
             }
             Request::PlanAndApply => {
-                let (plan, snapshot, known, _) = match current.take() {
-                    Some(known) => self.plan_against(known).await?,
-                    None => self.plan().await?,
-                };
+                let known = self.known(current.take()).await?;
+                let (plan, snapshot, known, _) = self.plan_against(known).await?;
                 if !plan.held.is_empty() {
                     // The source guards hold everything: approval releases the whole plan.
                     let mut kinds: Vec<(String, ActionKind)> = plan
