@@ -120,8 +120,10 @@ impl LdapTarget {
                 changes.insert(name.clone(), want.clone());
             }
         }
-        self.update_at(&reference, entry.dn.clone(), &changes)
+        let moved = self
+            .update_at(&reference, entry.dn.clone(), &changes)
             .await?;
+        self.await_refint(moved.as_slice()).await?;
         if self.settings.enabled_of(&entry) != request.enabled {
             self.set_account_enabled(&reference, request.enabled)
                 .await?;
@@ -316,11 +318,13 @@ impl LdapTarget {
         }
     }
 
+    /// Updates an account; the old DN when it moved and refint is still to settle (see
+    /// [`LdapTarget::await_refint`]).
     pub(crate) async fn update_account(
         &self,
         reference: &str,
         changes: &BTreeMap<String, AttrValue>,
-    ) -> Result<(), TargetError> {
+    ) -> Result<Option<String>, TargetError> {
         let dn = self
             .resolve(reference, false)
             .await?
@@ -345,13 +349,15 @@ impl LdapTarget {
     }
 
     /// Applies `changes` to the account at `dn`: modrdn first when the container or the RDN
-    /// value changed, then one modify of the other attributes.
+    /// value changed, then one modify of the other attributes. Returns the old DN of an
+    /// OpenLDAP move, which the caller passes to [`LdapTarget::await_refint`] before any
+    /// membership of the account changes.
     pub(crate) async fn update_at(
         &self,
         reference: &str,
         dn: String,
         changes: &BTreeMap<String, AttrValue>,
-    ) -> Result<(), TargetError> {
+    ) -> Result<Option<String>, TargetError> {
         let s = &self.settings;
         let current = Dn::parse(&dn).map_err(|e| self.rejected(e))?;
         let new_container = changes
@@ -364,6 +370,7 @@ impl LdapTarget {
             .and_then(|(_, v)| single_value(v))
             .filter(|v| current.first_value(&s.rdn_attribute) != Some(v.as_str()));
         let mut dn = dn;
+        let mut moved_from = None;
         if new_container.is_some() || new_rdn_value.is_some() {
             let rdn = match &new_rdn_value {
                 Some(v) => dn::rdn(&s.rdn_attribute, v),
@@ -386,7 +393,7 @@ impl LdapTarget {
             let old = std::mem::replace(&mut dn, format!("{rdn},{parent}"));
             self.remember(reference, &dn);
             if s.flavour == Flavour::Openldap {
-                self.await_refint(&old).await?;
+                moved_from = Some(old);
             }
         }
         let mods: Vec<Mod<Vec<u8>>> = changes
@@ -400,42 +407,50 @@ impl LdapTarget {
         {
             return Err(self.config_error(format!("{bad:?} is not an attribute name")));
         }
-        if mods.is_empty() {
-            return Ok(());
+        if !mods.is_empty()
+            && let Err(e) = self.client.modify(&dn, mods, false).await
+        {
+            // The move stands: let refint settle before the error goes back.
+            self.await_refint(moved_from.as_slice()).await?;
+            return Err(self.err(e));
         }
-        self.client
-            .modify(&dn, mods, false)
-            .await
-            .map(|_| ())
-            .map_err(|e| self.err(e))
+        Ok(moved_from)
     }
 
     /// OpenLDAP's refint overlay rewrites group memberships after a modrdn in a background
     /// thread, after the modrdn has been answered. A revoke sent in between would remove the
     /// new DN (not there yet, so nothing) and refint would then put the membership back
-    /// under the new DN. So a move returns only once no group names the old DN any more;
-    /// after a bounded wait it goes on (the next run's plan sees what is left).
-    async fn await_refint(&self, old_dn: &str) -> Result<(), TargetError> {
-        let Some(groups) = self.settings.groups.container.clone() else {
+    /// under the new DN. So a move is done only once no group names the old DN any more;
+    /// after a bounded wait it goes on (the next run's plan sees what is left). `apply`
+    /// waits once for all the moves of a batch, in a few OR searches.
+    pub(crate) async fn await_refint(&self, old_dns: &[String]) -> Result<(), TargetError> {
+        let Some(groups) = &self.settings.groups.container else {
             return Ok(());
         };
-        let filter = format!(
-            "({}={})",
-            self.settings.groups.member_attribute,
-            ldap_escape(old_dn)
-        );
-        for _ in 0..100 {
-            let left = self
-                .client
-                .search(&groups, Scope::Subtree, &filter, &["1.1"])
-                .await
-                .map_err(|e| self.err(e))?;
-            if left.is_empty() {
-                return Ok(());
+        let member = &self.settings.groups.member_attribute;
+        for chunk in old_dns.chunks(100) {
+            let filter: String = chunk
+                .iter()
+                .map(|d| format!("({member}={})", ldap_escape(d)))
+                .collect();
+            let filter = format!("(|{filter})");
+            let mut settled = false;
+            for _ in 0..100 {
+                let left = self
+                    .client
+                    .search(groups, Scope::Subtree, &filter, &["1.1"])
+                    .await
+                    .map_err(|e| self.err(e))?;
+                if left.is_empty() {
+                    settled = true;
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            if !settled {
+                tracing::warn!(dns = ?chunk, "groups still name moved entries' old DNs after 5 s");
+            }
         }
-        tracing::warn!(dn = %old_dn, "groups still name a moved entry's old DN after 5 s");
         Ok(())
     }
 
@@ -525,18 +540,21 @@ impl LdapTarget {
                 BTreeMap::from([(CONTAINER.to_owned(), AttrValue::Text(container.clone()))]);
             let dn = self.resolve(reference, false).await?.unwrap_or(dn);
             // Moving into the container is wanted even without create_containers.
-            if let Err(e) = self.update_at(&canonical, dn, &changes).await {
-                if !self.exists(container).await? {
+            let moved = match self.update_at(&canonical, dn, &changes).await {
+                Ok(moved) => moved,
+                Err(e) => {
+                    if self.exists(container).await? {
+                        return Err(e);
+                    }
                     self.ensure_container(container).await?;
                     let dn = self
                         .resolve(reference, true)
                         .await?
                         .ok_or_else(|| self.no_such(reference))?;
-                    return self.update_at(&canonical, dn, &changes).await;
+                    self.update_at(&canonical, dn, &changes).await?
                 }
-                return Err(e);
-            }
-            return Ok(());
+            };
+            return self.await_refint(moved.as_slice()).await;
         }
         if !self.settings.is_ad() {
             self.leave_all_groups(&dn).await?;

@@ -18,6 +18,8 @@ const MEMBERS_PER_MODIFY: usize = 500;
 const VALUES_PER_FILTER: usize = 100;
 
 type Results = Vec<(usize, Result<Done, TargetError>)>;
+/// A task's results and the old DNs of the moves it left for the batch to wait on (op, DN).
+type TaskResults = (Results, Vec<(usize, String)>);
 
 impl LdapTarget {
     pub(crate) async fn apply_batch(&self, ops: &[Op]) -> Vec<Result<Done, TargetError>> {
@@ -65,7 +67,7 @@ impl LdapTarget {
         // Memberships whose chain holds nothing else that could depend on their order go
         // into one modify per group: (group, grant) → [(op, reference)].
         let mut pooled: BTreeMap<(String, bool), Vec<(usize, String)>> = BTreeMap::new();
-        let mut tasks: Vec<BoxFuture<'_, Results>> = Vec::new();
+        let mut tasks: Vec<BoxFuture<'_, TaskResults>> = Vec::new();
         for (_, chain) in chains {
             let all_memberships = chain
                 .iter()
@@ -107,6 +109,7 @@ impl LdapTarget {
                 .collect();
             tasks.push(Box::pin(async move {
                 let mut out = Vec::with_capacity(chain.len());
+                let mut moves = Vec::new();
                 for (k, i) in chain.iter().enumerate() {
                     // Only the first create of a chain may trust the batch's lookup: a
                     // later one sees what the earlier made.
@@ -115,14 +118,25 @@ impl LdapTarget {
                     } else {
                         Precheck::Unknown
                     };
-                    let r = self.run_one(&ops[*i], pre).await;
+                    let mut r = self.run_one(&ops[*i], pre).await;
+                    if let Ok((_, Some(old))) = &r {
+                        if k + 1 < chain.len() {
+                            // This account's next operation may be a membership.
+                            if let Err(e) = self.await_refint(std::slice::from_ref(old)).await {
+                                r = Err(e);
+                            }
+                        } else {
+                            moves.push((*i, old.clone()));
+                        }
+                    }
+                    let r = r.map(|(done, _)| done);
                     let stop = matches!(&r, Err(e) if e.is_unavailable());
                     out.push((*i, r));
                     if stop {
                         break;
                     }
                 }
-                out
+                (out, moves)
             }));
         }
         for ((permission, grant), members) in pooled {
@@ -130,16 +144,29 @@ impl LdapTarget {
                 let chunk = chunk.to_vec();
                 let permission = permission.clone();
                 tasks.push(Box::pin(async move {
-                    self.pooled_memberships(&permission, grant, chunk).await
+                    (
+                        self.pooled_memberships(&permission, grant, chunk).await,
+                        Vec::new(),
+                    )
                 }));
             }
         }
 
         let mut results: Vec<Option<Result<Done, TargetError>>> = vec![None; ops.len()];
+        let mut moves: Vec<(usize, String)> = Vec::new();
         let mut done = stream::iter(tasks).buffer_unordered(self.settings.concurrency);
-        while let Some(batch) = done.next().await {
+        while let Some((batch, moved)) = done.next().await {
             for (i, r) in batch {
                 results[i] = Some(r);
+            }
+            moves.extend(moved);
+        }
+        // The batch's moves are done once refint has rewritten their memberships: one wait
+        // for all of them rather than one per move.
+        let old_dns: Vec<String> = moves.iter().map(|(_, d)| d.clone()).collect();
+        if let Err(e) = self.await_refint(&old_dns).await {
+            for (i, _) in &moves {
+                results[*i] = Some(Err(e.clone()));
             }
         }
         // A chain stopped by an unavailable server leaves the rest unavailable too.
@@ -162,13 +189,21 @@ impl LdapTarget {
             .collect()
     }
 
-    async fn run_one(&self, op: &Op, precheck: Precheck) -> Result<Done, TargetError> {
-        match op {
+    /// One operation; with the old DN of an update that moved the account (see
+    /// [`LdapTarget::await_refint`]).
+    async fn run_one(
+        &self,
+        op: &Op,
+        precheck: Precheck,
+    ) -> Result<(Done, Option<String>), TargetError> {
+        let done = match op {
             Op::Create(r) => self.create_account(r, precheck).await.map(Done::Created),
-            Op::Update { reference, changes } => self
-                .update_account(reference, changes)
-                .await
-                .map(|_| Done::Ok),
+            Op::Update { reference, changes } => {
+                return self
+                    .update_account(reference, changes)
+                    .await
+                    .map(|moved| (Done::Ok, moved));
+            }
             Op::SetEnabled { reference, enabled } => self
                 .set_account_enabled(reference, *enabled)
                 .await
@@ -188,7 +223,8 @@ impl LdapTarget {
                 .change_membership(reference, permission, false)
                 .await
                 .map(|_| Done::Ok),
-        }
+        };
+        done.map(|d| (d, None))
     }
 
     /// Grants or revokes one group's memberships for several accounts in one modify; when

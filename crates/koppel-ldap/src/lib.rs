@@ -582,7 +582,8 @@ impl Target for LdapTarget {
         reference: &str,
         changes: &BTreeMap<String, AttrValue>,
     ) -> Result<(), TargetError> {
-        self.update_account(reference, changes).await
+        let moved = self.update_account(reference, changes).await?;
+        self.await_refint(moved.as_slice()).await
     }
 
     async fn set_enabled(&self, reference: &str, enabled: bool) -> Result<(), TargetError> {
