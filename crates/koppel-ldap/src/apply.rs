@@ -212,15 +212,12 @@ impl LdapTarget {
             Op::Grant {
                 reference,
                 permission,
-            } => self
-                .change_membership(reference, permission, true)
-                .await
-                .map(|_| Done::Ok),
-            Op::Revoke {
+            }
+            | Op::Revoke {
                 reference,
                 permission,
             } => self
-                .change_membership(reference, permission, false)
+                .change_membership(reference, permission, matches!(op, Op::Grant { .. }))
                 .await
                 .map(|_| Done::Ok),
         };
