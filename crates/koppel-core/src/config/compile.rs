@@ -198,6 +198,8 @@ pub struct CompiledConfig {
     pub store: StoreConfig,
     /// `[serve]`: the daemon's settings, checked by the server crate.
     pub serve: Option<toml::Table>,
+    /// `[notifications]`: e-mail settings, checked by the notify crate.
+    pub notifications: Option<toml::Table>,
     pub targets: Vec<CompiledTarget>,
     pub rules: Vec<CompiledRule>,
 }
@@ -466,6 +468,7 @@ pub fn load(text: &str, file: &str) -> Result<CompiledConfig, Vec<ConfigError>> 
         guards: raw.guards,
         store: raw.store,
         serve: raw.serve,
+        notifications: raw.notifications,
         targets,
         rules,
     })

@@ -36,6 +36,9 @@ pub struct ConfigFile {
     /// `koppel serve`'s settings (the SCIM endpoint …), checked by the server crate.
     #[serde(default)]
     pub serve: Option<toml::Table>,
+    /// `[notifications]`: e-mail on joiners, leavers and held plans, checked by koppel-notify.
+    #[serde(default)]
+    pub notifications: Option<toml::Table>,
     #[serde(default)]
     pub targets: Vec<Spanned<TargetConfig>>,
     #[serde(default)]
