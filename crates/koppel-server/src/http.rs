@@ -96,8 +96,17 @@ impl ScimState {
 
 /// The SCIM routes at the root, `/healthz` included (without authentication).
 pub fn scim_router(state: ScimState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(scim_routes(state))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// The SCIM routes alone, behind their bearer tokens, with a SCIM 404 for any other path:
+/// `koppel serve` merges them with its own routes.
+pub fn scim_routes(state: ScimState) -> Router {
     let max_body = state.inner.max_body;
-    let scim = Router::new()
+    Router::new()
         .route("/ServiceProviderConfig", get(service_provider_config))
         .route("/ResourceTypes", get(resource_types))
         .route("/ResourceTypes/{id}", get(resource_type))
@@ -128,11 +137,7 @@ pub fn scim_router(state: ScimState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(DefaultBodyLimit::max(max_body))
-        .with_state(state);
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .merge(scim)
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
 }
 
 async fn authenticate(State(state): State<ScimState>, request: Request, next: Next) -> Response {

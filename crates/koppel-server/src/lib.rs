@@ -1,37 +1,30 @@
-//! koppel's daemon side: for now the SCIM 2.0 service provider of the built-in directory
-//! (RFC 7643/7644) and a `/healthz` route, served by `koppel serve` through [`serve`].
+//! koppel's daemon side, served by `koppel serve`: the [`daemon`] (runs on schedule and on
+//! events, the admin API, metrics) and the SCIM 2.0 service provider of the built-in
+//! directory (RFC 7643/7644), on one listener; [`settings`] reads `[serve]`.
 //!
-//! The pieces: [`filter`] (the filter and PATCH-path parser and evaluator), [`schema`]
+//! The SCIM pieces: [`filter`] (the filter and PATCH-path parser and evaluator), [`schema`]
 //! (User, enterprise User and Group schemas), [`resource`] (checking client JSON, the
 //! koppel ↔ SCIM attribute mapping, projection), [`patch`], [`store`] (how resources map
 //! onto the directory's tables) and [`http`] (the routes).
 
+pub mod daemon;
 pub mod error;
 pub mod filter;
 pub mod http;
 pub mod patch;
 pub mod resource;
 pub mod schema;
+pub mod settings;
 pub mod store;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use koppel_connectors::settings;
-
-pub use http::{ScimState, scim_router};
+pub use http::{ScimState, scim_router, scim_routes};
 pub use resource::Mapping;
+pub use settings::{ApiConfig, ServeSettings, TokenScope};
 pub use store::Directory;
-
-/// `[serve]`: what `koppel serve` runs.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServeConfig {
-    /// The store file whose built-in directory is served.
-    pub store: PathBuf,
-    pub scim: ScimConfig,
-}
 
 /// `[serve.scim]`: the SCIM endpoint.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -77,8 +70,8 @@ impl TokenRef {
     /// file, never the value; surrounding whitespace is dropped by [`ScimState::new`].
     pub fn read(&self) -> Result<String, ServeError> {
         match (&self.token_env, &self.token_file) {
-            (Some(var), None) => settings::env_secret(var, "token_env"),
-            (None, Some(path)) => settings::file_secret(path, "token_file"),
+            (Some(var), None) => koppel_connectors::settings::env_secret(var, "token_env"),
+            (None, Some(path)) => koppel_connectors::settings::file_secret(path, "token_file"),
             _ => Err("each token has exactly one of token_env and token_file".to_owned()),
         }
         .map_err(ServeError::Config)
@@ -120,48 +113,5 @@ impl ScimConfig {
             .map_err(ServeError::Store)?;
         ScimState::new(dir, &tokens, self.base_url.clone(), self.max_body_bytes)
             .map_err(ServeError::Config)
-    }
-}
-
-/// Opens the store, serves the SCIM endpoint and `/healthz` on `addr` until Ctrl-C or
-/// SIGTERM, then closes the store.
-pub async fn serve(addr: SocketAddr, config: ServeConfig) -> Result<(), ServeError> {
-    let store = koppel_store::SqliteStore::open(&config.store)
-        .await
-        .map_err(|e| ServeError::Store(e.to_string()))?;
-    let state = config.scim.state(store.pool().clone()).await?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Listen { addr, source })?;
-    tracing::info!(%addr, target = %config.scim.target, "SCIM endpoint listening");
-    let result = axum::serve(listener, scim_router(state))
-        .with_graceful_shutdown(shutdown())
-        .await
-        .map_err(|source| ServeError::Listen { addr, source });
-    store.close().await;
-    result
-}
-
-async fn shutdown() {
-    let ctrl_c = async {
-        // Without a handler there is nothing to wait for but SIGTERM.
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
     }
 }

@@ -121,13 +121,15 @@ where
 /// target that may hold accounts koppel did not make, reads the values that target holds and
 /// plans again with them, so no generated value clashes with a live one. The built-in
 /// directory holds only koppel's accounts, whose values the known state has. A plan that
-/// generates nothing (an unchanged source) calls no target.
+/// generates nothing (an unchanged source) calls no target. The values read are added to
+/// `input.live` (the daemon passes the values of persons it does not plan).
 pub async fn plan_with_live(
     input: &PlanInput<'_>,
     targets: &BTreeMap<String, Arc<dyn Target>>,
 ) -> anyhow::Result<Plan> {
     let first = koppel_core::plan(input);
-    let mut live = LiveValues::new();
+    let mut live = input.live.clone();
+    let mut read = false;
     for t in &input.config.targets {
         if t.kind == TargetKind::Directory || t.generators.is_empty() {
             continue;
@@ -169,8 +171,9 @@ pub async fn plan_with_live(
             }
         }
         tracing::info!(target = %t.name, accounts = accounts.len(), "read live values for generators");
+        read = true;
     }
-    if live.is_empty() {
+    if !read {
         return Ok(first);
     }
     Ok(koppel_core::plan(&PlanInput {

@@ -3,6 +3,7 @@
 
 mod apply;
 mod bench;
+mod daemon;
 mod demo;
 mod reconcile;
 mod render;
@@ -121,13 +122,19 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
-    /// Run the daemon: the built-in directory as a SCIM 2.0 endpoint (`[serve.scim]`).
+    /// Run the daemon: runs on the sources' schedules and on events (webhook, HR push), the
+    /// admin API (`[serve.api]`), /metrics, /healthz, /readyz, and the built-in directory as
+    /// a SCIM 2.0 endpoint (`[serve.scim]`). Logs go to standard error (`--log-format json`
+    /// for one JSON object a line; KOPPEL_LOG sets the level, default info).
     Serve {
         #[command(flatten)]
         common: Common,
         /// Address and port to listen on.
         #[arg(long, default_value = "127.0.0.1:8080", env = "KOPPEL_LISTEN")]
         listen: std::net::SocketAddr,
+        /// How log lines are written.
+        #[arg(long, value_enum, default_value = "text", env = "KOPPEL_LOG_FORMAT")]
+        log_format: LogFormat,
     },
     /// The audit log: every applied action, failure, approval and rejection.
     Audit {
@@ -205,6 +212,12 @@ enum Command {
     },
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Check the hash chain: detects an entry changed, removed or reordered.
@@ -227,14 +240,25 @@ pub fn today() -> Date {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KOPPEL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sqlx=error")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // The daemon tells what it does (runs, pushes) at info; commands speak for themselves.
+    let (level, json) = match &cli.command {
+        Command::Serve { log_format, .. } => (
+            "info,sqlx=error,tower_http=warn",
+            *log_format == LogFormat::Json,
+        ),
+        _ => ("warn,sqlx=error", false),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KOPPEL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
@@ -297,7 +321,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             common,
             output,
         } => run::accounts(&common, &target, output),
-        Command::Serve { common, listen } => serve::run(&common, listen),
+        Command::Serve { common, listen, .. } => serve::run(&common, listen),
         Command::Reconcile {
             target,
             common,

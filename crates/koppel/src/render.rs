@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use anstyle::{AnsiColor, Style};
+use koppel_core::config::CompiledConfig;
 use koppel_core::plan::{Action, ActionKind, Origin, PersonEval, Reason};
 use koppel_core::{AttrValue, Org, Person, Plan, Snapshot};
 use serde::Serialize;
@@ -384,12 +385,16 @@ struct ExplainJson<'a> {
     diagnostics: Vec<koppel_core::Diagnostic>,
 }
 
-fn grounds_json(loaded: &Loaded, p: &Person, g: &koppel_core::plan::Grounds) -> GroundsJson {
+fn grounds_json(
+    config: &CompiledConfig,
+    p: &Person,
+    g: &koppel_core::plan::Grounds,
+) -> GroundsJson {
     GroundsJson {
         rules: g
             .rules
             .iter()
-            .map(|&r| loaded.config.rules[r].id.clone())
+            .map(|&r| config.rules[r].id.clone())
             .collect(),
         contracts: g
             .contracts
@@ -400,10 +405,10 @@ fn grounds_json(loaded: &Loaded, p: &Person, g: &koppel_core::plan::Grounds) -> 
 }
 
 /// Why a target gets no account: the rules that could grant it and what stopped each.
-fn why_not(loaded: &Loaded, e: &PersonEval<'_>, ti: usize) -> String {
+fn why_not(config: &CompiledConfig, e: &PersonEval<'_>, ti: usize) -> String {
     let mut reasons = Vec::new();
     for rv in &e.rules {
-        let rule = &loaded.config.rules[rv.rule];
+        let rule = &config.rules[rv.rule];
         if !rule.accounts.contains(&ti) {
             continue;
         }
@@ -442,20 +447,33 @@ fn why_not(loaded: &Loaded, e: &PersonEval<'_>, ti: usize) -> String {
     }
 }
 
-pub fn explain(loaded: &Loaded, external_id: &str, output: Output) -> anyhow::Result<()> {
-    let org = Org::new(loaded.snapshot.departments.clone());
-    let Some((e, acts, diags)) = koppel_core::plan::explain(
-        &loaded.config,
-        &loaded.snapshot,
-        &org,
-        &loaded.known,
-        loaded.now,
-        external_id,
-    ) else {
-        anyhow::bail!("no person with external id {external_id:?} in the source");
-    };
+/// `koppel explain --output json` for one person, as a value (the daemon's API serves it).
+pub fn explain_value(
+    config: &CompiledConfig,
+    snapshot: &Snapshot,
+    known: &koppel_core::KnownState,
+    now: koppel_core::Date,
+    external_id: &str,
+) -> Option<serde_json::Value> {
+    with_explain(config, snapshot, known, now, external_id, |j, _| {
+        serde_json::to_value(j).ok()
+    })?
+}
+
+/// Evaluates one person fully and hands the explanation to `f`; `None` when the snapshot has
+/// no such person.
+fn with_explain<R>(
+    config: &CompiledConfig,
+    snapshot: &Snapshot,
+    known: &koppel_core::KnownState,
+    now: koppel_core::Date,
+    external_id: &str,
+    f: impl FnOnce(&ExplainJson<'_>, &PersonEval<'_>) -> R,
+) -> Option<R> {
+    let org = Org::new(snapshot.departments.clone());
+    let (e, acts, diags) =
+        koppel_core::plan::explain(config, snapshot, &org, known, now, external_id)?;
     let p = e.person;
-    let now = loaded.now;
     let j = ExplainJson {
         person: &p.external_id,
         name: koppel_core::names::display_name(&p.name),
@@ -480,7 +498,7 @@ pub fn explain(loaded: &Loaded, external_id: &str, output: Output) -> anyhow::Re
             .rules
             .iter()
             .map(|rv| {
-                let rule = &loaded.config.rules[rv.rule];
+                let rule = &config.rules[rv.rule];
                 RuleJson {
                     rule: &rule.id,
                     description: &rule.description,
@@ -494,15 +512,14 @@ pub fn explain(loaded: &Loaded, external_id: &str, output: Output) -> anyhow::Re
                             in_window: cv
                                 .in_window
                                 .iter()
-                                .map(|(t, ok)| (loaded.config.targets[*t].name.as_str(), *ok))
+                                .map(|(t, ok)| (config.targets[*t].name.as_str(), *ok))
                                 .collect(),
                         })
                         .collect(),
                 }
             })
             .collect(),
-        targets: loaded
-            .config
+        targets: config
             .targets
             .iter()
             .enumerate()
@@ -513,22 +530,48 @@ pub fn explain(loaded: &Loaded, external_id: &str, output: Output) -> anyhow::Re
                     account: v.account,
                     enabled: v.enabled,
                     held: v.held,
-                    grounds: v.account.then(|| grounds_json(loaded, p, &v.grounds)),
+                    grounds: v.account.then(|| grounds_json(config, p, &v.grounds)),
                     permissions: v
                         .permissions
                         .iter()
-                        .map(|(n, g)| (n.as_str(), grounds_json(loaded, p, g)))
+                        .map(|(n, g)| (n.as_str(), grounds_json(config, p, g)))
                         .collect(),
-                    why_not: (!v.account).then(|| why_not(loaded, &e, ti)),
+                    why_not: (!v.account).then(|| why_not(config, &e, ti)),
                 }
             })
             .collect(),
         actions: acts,
         diagnostics: diags,
     };
+    Some(f(&j, &e))
+}
+
+pub fn explain(loaded: &Loaded, external_id: &str, output: Output) -> anyhow::Result<()> {
+    let now = loaded.now;
+    let printed = with_explain(
+        &loaded.config,
+        &loaded.snapshot,
+        &loaded.known,
+        now,
+        external_id,
+        |j, e| print_explain(loaded, j, e, output),
+    );
+    match printed {
+        Some(r) => r,
+        None => anyhow::bail!("no person with external id {external_id:?} in the source"),
+    }
+}
+
+fn print_explain(
+    loaded: &Loaded,
+    j: &ExplainJson<'_>,
+    e: &PersonEval<'_>,
+    output: Output,
+) -> anyhow::Result<()> {
+    let now = loaded.now;
     let mut out = anstream::stdout().lock();
     if output == Output::Json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&j)?)?;
+        writeln!(out, "{}", serde_json::to_string_pretty(j)?)?;
         return Ok(());
     }
     writeln!(out, "{BOLD}{} {}{BOLD:#} as of {now}", j.person, j.name)?;

@@ -182,11 +182,11 @@ pub fn write_state(loaded: &Loaded, plan: &Plan, path: &Path) -> anyhow::Result<
 
 pub fn validate(path: &Path) -> anyhow::Result<ExitCode> {
     let config = read_config(path)?;
-    if let Some(scim) = config.serve.as_ref().and_then(|s| s.get("scim")) {
-        let _: koppel_server::ScimConfig = scim
-            .clone()
-            .try_into()
-            .with_context(|| format!("{}: [serve.scim]", path.display()))?;
+    // [serve] and the sources' schedules; tokens are references and are not read here.
+    let (serve, _) = crate::serve::settings(&config, path)?;
+    if let Some(scim) = &serve.scim {
+        scim.mapping()
+            .with_context(|| format!("{}: [serve.scim.mapping]", path.display()))?;
     }
     // Connector settings are the connector's to check; nothing is contacted here.
     for t in &config.targets {

@@ -17,6 +17,30 @@ pub enum SourceConfig {
     Json(JsonSourceConfig),
 }
 
+impl SourceConfig {
+    /// The source's `schedule` (a cron expression for `koppel serve`), if it has one.
+    pub fn schedule(&self) -> Option<&str> {
+        match self {
+            SourceConfig::Csv(c) => c.schedule.as_deref(),
+            SourceConfig::Json(j) => j.schedule.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// A short name for messages: the kind and the folder or file it reads.
+    pub fn label(&self) -> String {
+        match self {
+            SourceConfig::Csv(c) => format!("csv {}", c.dir.display()),
+            SourceConfig::Json(j) => format!("json {}", j.file.display()),
+            other => format!("{other:?}")
+                .split('(')
+                .next()
+                .unwrap_or_default()
+                .to_lowercase(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CsvSourceConfig {
@@ -34,6 +58,11 @@ pub struct CsvSourceConfig {
     pub delimiter: char,
     #[serde(default)]
     pub columns: CsvColumns,
+    /// `koppel serve`: when to run on its own, as a cron expression (`minute hour day month
+    /// weekday`, with an optional leading seconds field), in the machine's time zone. Every
+    /// run reads every source: the schedule says when, not what.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
 }
 
 fn default_persons_file() -> String {
@@ -131,6 +160,11 @@ pub struct JsonSourceConfig {
     pub departments_file: Option<PathBuf>,
     #[serde(default)]
     pub shape: JsonShape,
+    /// `koppel serve`: when to run on its own, as a cron expression (`minute hour day month
+    /// weekday`, with an optional leading seconds field), in the machine's time zone. Every
+    /// run reads every source: the schedule says when, not what.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
 }
 
 /// Which person shape the JSON file has.
