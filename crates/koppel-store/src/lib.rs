@@ -15,7 +15,7 @@ pub use error::StoreError;
 pub use sqlite::SqliteStore;
 pub use types::{
     AuditEntry, AuditEvent, AuditFilter, AuditProblem, AuditProblemKind, AuditRecord, AuditReport,
-    Intent, JournalEntry, JournalStatus, Outcome, PlanStatus, StoredPlan,
+    Intent, JournalEntry, JournalStatus, OutboxMessage, Outcome, PlanStatus, StoredPlan,
 };
 
 use koppel_core::{Action, Date, KnownState, Snapshot};
@@ -87,4 +87,24 @@ pub trait Store: Send + Sync {
 
     /// Checks the whole hash chain and reports what was changed, removed or reordered.
     async fn audit_verify(&self) -> Result<AuditReport, StoreError>;
+
+    /// Adds notification e-mails to the outbox, in one transaction; a message whose key the
+    /// outbox already holds (sent or not) is left as it is. Returns how many were added.
+    async fn outbox_add(&self, messages: &[OutboxMessage]) -> Result<usize, StoreError>;
+
+    /// The messages not sent yet, oldest first.
+    async fn outbox_pending(&self) -> Result<Vec<OutboxMessage>, StoreError>;
+
+    /// Marks a message sent at `at` and appends `audit`, in one transaction.
+    async fn outbox_sent(&self, key: &str, at: &str, audit: &AuditRecord)
+    -> Result<(), StoreError>;
+
+    /// Counts a failed attempt with its error and appends `audit`, in one transaction; the
+    /// message stays pending.
+    async fn outbox_failed(
+        &self,
+        key: &str,
+        error: &str,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError>;
 }

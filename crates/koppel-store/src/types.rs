@@ -127,6 +127,10 @@ pub enum AuditEvent {
     Approved,
     Rejected,
     Held,
+    /// A notification e-mail the SMTP server accepted.
+    Notified,
+    /// A notification e-mail that could not be sent; it stays in the outbox for the next run.
+    NotificationFailed,
 }
 
 impl AuditEvent {
@@ -137,6 +141,8 @@ impl AuditEvent {
             AuditEvent::Approved => "approved",
             AuditEvent::Rejected => "rejected",
             AuditEvent::Held => "held",
+            AuditEvent::Notified => "notified",
+            AuditEvent::NotificationFailed => "notification_failed",
         }
     }
 
@@ -147,6 +153,8 @@ impl AuditEvent {
             AuditEvent::Approved,
             AuditEvent::Rejected,
             AuditEvent::Held,
+            AuditEvent::Notified,
+            AuditEvent::NotificationFailed,
         ]
         .into_iter()
         .find(|e| e.as_str() == s)
@@ -255,4 +263,28 @@ impl fmt::Display for AuditProblem {
         };
         write!(f, "entry {}: {what}: {}", self.seq, self.detail)
     }
+}
+
+/// One e-mail in the notification outbox: added when the run that caused it is applied, kept
+/// until the SMTP server accepts it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxMessage {
+    /// The message's identity (event, plan, person, targets): adding a key the outbox already
+    /// holds, sent or not, changes nothing.
+    pub key: String,
+    /// RFC 3339, given by the caller.
+    pub created_at: String,
+    /// `joiner`, `leaver`, `held`, …
+    pub event: String,
+    pub plan_id: Option<String>,
+    pub person: Option<String>,
+    /// The addresses it goes to.
+    pub to: Vec<String>,
+    pub subject: String,
+    /// Plain text.
+    pub body: String,
+    /// Send attempts so far.
+    pub attempts: u32,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
 }

@@ -782,7 +782,7 @@ async fn a_store_from_a_newer_koppel_is_refused_clearly() {
             err,
             StoreError::TooNew {
                 found: 9999,
-                known: 1,
+                known: 2,
                 ..
             }
         ),
@@ -790,7 +790,7 @@ async fn a_store_from_a_newer_koppel_is_refused_clearly() {
     );
     let msg = err.to_string();
     assert!(msg.contains("schema version 9999"), "{msg}");
-    assert!(msg.contains("knows up to 1"), "{msg}");
+    assert!(msg.contains("knows up to 2"), "{msg}");
 }
 
 #[tokio::test]

@@ -6,4 +6,5 @@
 pub mod samba;
 pub mod scim;
 pub mod slapd;
+pub mod smtp;
 pub mod tls;

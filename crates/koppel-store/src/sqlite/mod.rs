@@ -3,6 +3,7 @@
 
 mod audit;
 mod journal;
+mod outbox;
 mod plans;
 mod snapshot;
 mod state;
@@ -18,8 +19,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use crate::Store;
 use crate::error::{Doing, StoreError};
 use crate::types::{
-    AuditEntry, AuditFilter, AuditRecord, AuditReport, Intent, JournalEntry, Outcome, PlanStatus,
-    StoredPlan,
+    AuditEntry, AuditFilter, AuditRecord, AuditReport, Intent, JournalEntry, OutboxMessage,
+    Outcome, PlanStatus, StoredPlan,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -230,5 +231,31 @@ impl Store for SqliteStore {
 
     async fn audit_verify(&self) -> Result<AuditReport, StoreError> {
         audit::verify(&self.pool).await
+    }
+
+    async fn outbox_add(&self, messages: &[OutboxMessage]) -> Result<usize, StoreError> {
+        outbox::add(&self.pool, messages).await
+    }
+
+    async fn outbox_pending(&self) -> Result<Vec<OutboxMessage>, StoreError> {
+        outbox::pending(&self.pool).await
+    }
+
+    async fn outbox_sent(
+        &self,
+        key: &str,
+        at: &str,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        outbox::attempted(&self.pool, key, Some(at), None, audit).await
+    }
+
+    async fn outbox_failed(
+        &self,
+        key: &str,
+        error: &str,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        outbox::attempted(&self.pool, key, None, Some(error), audit).await
     }
 }
