@@ -255,6 +255,12 @@ pub struct Directory {
     pool: SqlitePool,
     target: String,
     mapping: std::sync::Arc<Mapping>,
+    /// Writers of this process take turns here before `BEGIN IMMEDIATE`. Without it,
+    /// concurrent requests meet SQLite's busy handler, which sleeps 1, 2, 5, 10… ms
+    /// between retries: 64 concurrent POSTs spent most of their time asleep (p50 47 ms).
+    /// A queue wakes the next writer the moment the last one commits. Writers in other
+    /// processes (a `koppel apply`) still wait through the busy timeout.
+    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Directory {
@@ -280,6 +286,7 @@ impl Directory {
             pool,
             target: target.to_owned(),
             mapping: std::sync::Arc::new(mapping),
+            writer: std::sync::Arc::default(),
         })
     }
 
@@ -482,6 +489,7 @@ impl Directory {
     pub async fn create_user(&self, write: UserWrite) -> Result<String, ScimError> {
         let now = now();
         let reference = uuid::Uuid::new_v4().simple().to_string();
+        let _turn = self.writer.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         self.check_user_name(&mut tx, &write.attributes, None)
             .await?;
@@ -524,6 +532,7 @@ impl Directory {
         F: FnOnce(&UserRow) -> Result<UserWrite, ScimError>,
     {
         let now = now();
+        let _turn = self.writer.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let Some(row) = self.user_in(&mut tx, reference).await? else {
             return Err(ScimError::not_found(format!("no User {reference}")));
@@ -570,6 +579,7 @@ impl Directory {
     where
         F: FnOnce(&UserRow) -> Result<(), ScimError>,
     {
+        let _turn = self.writer.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let Some(row) = self.user_in(&mut tx, reference).await? else {
             return Err(ScimError::not_found(format!("no User {reference}")));
@@ -727,6 +737,7 @@ impl Directory {
 
     pub async fn create_group(&self, write: GroupWrite) -> Result<i64, ScimError> {
         let now = now();
+        let _turn = self.writer.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         self.check_group_name(&mut tx, &write.name, None).await?;
         let ids = self.member_ids(&mut tx, &write.members).await?;
@@ -757,6 +768,7 @@ impl Directory {
         F: FnOnce(&GroupRow) -> Result<GroupWrite, ScimError>,
     {
         let now = now();
+        let _turn = self.writer.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let Some(row) = self.group_in(&mut tx, id).await? else {
             return Err(ScimError::not_found(format!("no Group {id}")));
@@ -789,6 +801,7 @@ impl Directory {
     where
         F: FnOnce(&GroupRow) -> Result<(), ScimError>,
     {
+        let _turn = self.writer.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let Some(row) = self.group_in(&mut tx, id).await? else {
             return Err(ScimError::not_found(format!("no Group {id}")));

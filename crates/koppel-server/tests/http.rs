@@ -872,3 +872,46 @@ async fn koppel_accounts_are_scim_users() {
     let r = f.get(&format!("/Users/{}", found.reference)).await;
     assert_eq!(r.body["title"], "Adviseur");
 }
+
+/// 64 clients creating users at once, half of them with the same 8 names: every distinct
+/// name is created exactly once, every duplicate is a 409 `uniqueness`, none is lost to a
+/// busy database or answered with a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creates_are_serialised_not_lost() {
+    let f = std::sync::Arc::new(fixture().await);
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let f = f.clone();
+        let name = if i % 2 == 0 {
+            format!("solo{i}")
+        } else {
+            format!("shared{}", i % 8)
+        };
+        tasks.push(tokio::spawn(async move {
+            let body = json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "userName": name,
+                "name": {"givenName": "Con", "familyName": "Current"},
+            });
+            let r = f.call("POST", "/Users", Some(body), &[]).await;
+            (name, r.status, r.body)
+        }));
+    }
+    let mut created = BTreeMap::<String, usize>::new();
+    for t in tasks {
+        let (name, status, body) = t.await.expect("task");
+        match status {
+            StatusCode::CREATED => *created.entry(name).or_default() += 1,
+            StatusCode::CONFLICT => {
+                assert!(name.starts_with("shared"), "{name}: {body}");
+                assert_eq!(body["scimType"], "uniqueness", "{body}");
+            }
+            other => panic!("{name}: {other} {body}"),
+        }
+    }
+    // 32 solo names and the 4 distinct shared ones (odd i gives i % 8 in {1, 3, 5, 7}).
+    assert_eq!(created.len(), 36, "{created:?}");
+    assert!(created.values().all(|n| *n == 1), "{created:?}");
+    let list = f.call("GET", "/Users?count=0", None, &[]).await;
+    assert_eq!(list.body["totalResults"], 36, "{}", list.body);
+}
