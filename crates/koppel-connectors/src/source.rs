@@ -78,6 +78,14 @@ pub enum SourceError {
 
     #[error("source config: {0}")]
     Config(String),
+
+    /// An HR API could not be read: unreachable, credentials or permissions refused, a
+    /// connector or field missing. The message names the setting or permission to fix.
+    #[error("{source_name}: {message}")]
+    Api {
+        source_name: String,
+        message: String,
+    },
 }
 
 /// One bad row (CSV) or record (JSON): where it is and what is wrong with it.
@@ -159,6 +167,11 @@ pub fn load(config: &SourceConfig, base_dir: &Path) -> Result<Fetched, SourceErr
     match config {
         SourceConfig::Csv(c) => crate::file::csv::load_csv(c, base_dir),
         SourceConfig::Json(c) => crate::file::json::load_json(c, base_dir),
+        SourceConfig::Visma(_) | SourceConfig::Afas(_) => Err(SourceError::Config(
+            "an HR API source (kind = \"visma\" or \"afas\") is read by the koppel-hr connector, \
+             not as a file"
+                .to_owned(),
+        )),
     }
 }
 

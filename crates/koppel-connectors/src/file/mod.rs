@@ -29,6 +29,8 @@ impl FileSource {
         let name = match &config {
             SourceConfig::Csv(c) => format!("csv:{}", c.dir.display()),
             SourceConfig::Json(c) => format!("json:{}", c.file.display()),
+            SourceConfig::Visma(_) => "visma".to_owned(),
+            SourceConfig::Afas(_) => "afas".to_owned(),
         };
         Self {
             name,

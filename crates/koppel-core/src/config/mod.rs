@@ -139,6 +139,10 @@ pub enum TargetKind {
     Scim,
     Rest,
     Graph,
+    /// Write-back into Visma Raet / Youforce (the identity of an employee), by `koppel-hr`.
+    Visma,
+    /// Write-back into AFAS Profit (KnEmployee, KnUser UpdateConnectors), by `koppel-hr`.
+    Afas,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -15,6 +15,18 @@ pub enum SourceConfig {
     Csv(CsvSourceConfig),
     /// One JSON file: an array of persons with nested contracts.
     Json(JsonSourceConfig),
+    /// Visma Raet / Youforce IAM API, read by the `koppel-hr` connector.
+    Visma(ApiSourceConfig),
+    /// AFAS Profit GetConnectors, read by the `koppel-hr` connector.
+    Afas(ApiSourceConfig),
+}
+
+/// An HR API source. Its `connection` table (server, credentials by reference, field names)
+/// is the connector's to check, so the core carries no vendor detail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSourceConfig {
+    pub connection: toml::Table,
 }
 
 impl SourceConfig {
