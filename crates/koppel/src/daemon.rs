@@ -150,7 +150,7 @@ impl DaemonRunner {
     async fn absorb(&self, tracking: &Tracking<'_>, version_before: u64) -> anyhow::Result<()> {
         let outcomes =
             std::mem::take(&mut *tracking.outcomes.lock().unwrap_or_else(|e| e.into_inner()));
-        let expected = version_before + tracking.bumps.load(Ordering::SeqCst);
+        let expected = version_before + tracking.bumps.swap(0, Ordering::SeqCst);
         let mut known = self.known.write().await;
         for (o, now) in &outcomes {
             let Ok(reference) = &o.result else { continue };
@@ -204,7 +204,7 @@ impl DaemonRunner {
         now: Date,
         version: u64,
         summary: &mut RunSummary,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Vec<Report>> {
         let reports = {
             let known = self.known.read().await;
             self.engine(tracking, actor, observer)
@@ -219,7 +219,70 @@ impl DaemonRunner {
         if !reports.is_empty() {
             self.absorb(tracking, version).await?;
         }
-        Ok(())
+        Ok(reports)
+    }
+
+    /// The notifications a run calls for (`[notifications]`), and unsent mail of earlier
+    /// runs. Never fails the run: a problem is logged, mail waits for the next run.
+    #[allow(clippy::too_many_arguments)]
+    async fn notify(
+        &self,
+        actor: &str,
+        now: Date,
+        resumed: &[Report],
+        executed: &Executed,
+        first_run: bool,
+        snapshot: Option<&Snapshot>,
+        previous: Option<&Snapshot>,
+    ) {
+        if self.config.notifications.is_none() {
+            return;
+        }
+        let mut plans = Vec::new();
+        for r in resumed {
+            match self.store.plan(&r.plan_id).await {
+                Ok(Some(p)) => plans.push((p, r)),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(plan = %r.plan_id, error = %e, "notifications: reading a resumed plan"),
+            }
+        }
+        let mut runs: Vec<crate::notify::Run<'_>> = plans
+            .iter()
+            .map(|(plan, report)| crate::notify::Run {
+                plan,
+                report: Some(report),
+                thresholds: &[],
+                complete_first_run: false,
+            })
+            .collect();
+        let clean = executed
+            .report
+            .as_ref()
+            .is_some_and(|r| r.failed.is_empty() && r.skipped == 0 && r.unavailable.is_empty());
+        runs.push(crate::notify::Run {
+            plan: &executed.stored,
+            report: executed.report.as_ref(),
+            thresholds: &executed.breaches,
+            complete_first_run: first_run && clean,
+        });
+        let n = crate::notify::notify(
+            &self.store,
+            &self.config,
+            &self.config_path,
+            now,
+            actor,
+            &runs,
+            snapshot,
+            previous,
+        )
+        .await;
+        for d in &n.diagnostics {
+            tracing::warn!("notifications: {d}");
+        }
+        if let Some(e) = &n.error {
+            tracing::warn!("notifications: {e}");
+        }
+        tracing::info!(queued = n.queued, sent = %n.sent, "notifications");
     }
 
     async fn audit_event(
@@ -270,8 +333,7 @@ impl DaemonRunner {
 
     /// Holds, withholds and applies a plan as `koppel apply` does: a plan a source guard
     /// holds is saved held and nothing applies; a threshold withholds its kind; the rest is
-    /// executed, journaled. Returns whether the plan's work is complete (no target was
-    /// unavailable) and whether it was held.
+    /// executed, journaled.
     #[allow(clippy::too_many_arguments)]
     async fn apply_plan(
         &self,
@@ -282,7 +344,7 @@ impl DaemonRunner {
         observer: &Progress,
         now: Date,
         summary: &mut RunSummary,
-    ) -> anyhow::Result<(bool, bool)> {
+    ) -> anyhow::Result<Executed> {
         summary.actions += plan.actions.len();
         summary
             .diagnostics
@@ -304,8 +366,12 @@ impl DaemonRunner {
                 .await?;
             summary.held = true;
             summary.withheld = stored.plan.actions.len();
-            summary.plan_id = Some(stored.id);
-            return Ok((false, true));
+            summary.plan_id = Some(stored.id.clone());
+            return Ok(Executed {
+                stored,
+                report: None,
+                breaches: Vec::new(),
+            });
         }
         let breaches = koppel_core::threshold::check(&self.config, &plan, known);
         let withheld = breaches
@@ -343,7 +409,11 @@ impl DaemonRunner {
                 .await?
         };
         add_report(summary, &report);
-        Ok((report.complete(), false))
+        Ok(Executed {
+            stored,
+            report: Some(report),
+            breaches,
+        })
     }
 
     async fn full_run(&self, job: &Job) -> anyhow::Result<RunSummary> {
@@ -353,7 +423,8 @@ impl DaemonRunner {
         let mut summary = RunSummary::default();
         let version = self.sync_known().await?;
         let tracking = Tracking::new(&self.store);
-        self.resume(&tracking, &actor, &observer, now, version, &mut summary)
+        let resumed = self
+            .resume(&tracking, &actor, &observer, now, version, &mut summary)
             .await?;
         let version = self.store.state_version().await?;
 
@@ -363,7 +434,7 @@ impl DaemonRunner {
         let dropped = overlay::apply_overlays(&mut snapshot, &mut overlays);
         let previous = self.store.previous_snapshot().await?;
         summary.persons = snapshot.persons.len();
-        let (complete, held) = {
+        let executed = {
             let known = self.known.read().await;
             let mut plan = plan_with_live(
                 &PlanInput {
@@ -377,7 +448,6 @@ impl DaemonRunner {
                 &self.targets,
             )
             .await?;
-            drop(previous);
             plan.diagnostics.extend(diagnostics.iter().cloned());
             plan.diagnostics.sort();
             self.apply_plan(
@@ -392,14 +462,25 @@ impl DaemonRunner {
             .await?
         };
         self.absorb(&tracking, version).await?;
-        if held {
+        self.notify(
+            &actor,
+            now,
+            &resumed,
+            &executed,
+            true,
+            Some(&snapshot),
+            previous.as_ref(),
+        )
+        .await;
+        drop(previous);
+        if executed.held() {
             tracing::warn!(
                 "the source guards hold the run: the daemon keeps planning persons against the \
                  sources as they were before it"
             );
             return Ok(summary);
         }
-        if complete {
+        if executed.complete() {
             self.store.save_snapshot(&snapshot).await?;
         }
         // Pushes that arrived during the run are in the view's overlays: put them in too.
@@ -489,7 +570,8 @@ impl DaemonRunner {
         let mut summary = RunSummary::default();
         let version = self.sync_known().await?;
         let tracking = Tracking::new(&self.store);
-        self.resume(&tracking, &actor, &observer, now, version, &mut summary)
+        let resumed = self
+            .resume(&tracking, &actor, &observer, now, version, &mut summary)
             .await?;
         let version = self.store.state_version().await?;
         if refresh {
@@ -570,7 +652,7 @@ impl DaemonRunner {
             ..population
         };
         plan.held = koppel_core::guard::check(&self.config.guards, &plan.population);
-        let (_, held) = self
+        let executed = self
             .apply_plan(
                 plan,
                 &known.state,
@@ -583,7 +665,17 @@ impl DaemonRunner {
             .await?;
         drop(known);
         self.absorb(&tracking, version).await?;
-        if !held {
+        self.notify(
+            &actor,
+            now,
+            &resumed,
+            &executed,
+            true,
+            Some(&snapshot),
+            Some(&previous),
+        )
+        .await;
+        if !executed.held() {
             let mut view = self.view_mut();
             view.before
                 .retain(|id, (_, g)| !ids.contains(id) || *g > planned_generation);
@@ -622,6 +714,24 @@ impl DaemonRunner {
         known.state = self.store.known_state().await?;
         known.version = self.store.state_version().await?;
         Ok(summary)
+    }
+}
+
+/// A plan a run saved, and what executing it did (`None`: held by a source guard).
+struct Executed {
+    stored: StoredPlan,
+    report: Option<Report>,
+    breaches: Vec<koppel_core::threshold::ThresholdBreach>,
+}
+
+impl Executed {
+    fn held(&self) -> bool {
+        self.report.is_none()
+    }
+
+    /// Nothing of the plan waits for an unavailable target.
+    fn complete(&self) -> bool {
+        self.report.as_ref().is_some_and(Report::complete)
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod apply;
 mod bench;
+mod bench_daemon;
 mod daemon;
 mod demo;
 mod reconcile;
@@ -209,6 +210,13 @@ enum Command {
         /// Measure `koppel apply` into the built-in directory instead of planning alone.
         #[arg(long)]
         apply: bool,
+        /// Measure a running `koppel serve`: movers pushed one after another, from the push
+        /// to the change visible over SCIM, and the daemon's memory.
+        #[arg(long, conflicts_with = "apply")]
+        daemon: bool,
+        /// With --daemon: how many movers to push.
+        #[arg(long, default_value_t = 1000)]
+        pushes: usize,
     },
 }
 
@@ -375,8 +383,12 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             runs,
             write_to,
             apply,
+            daemon,
+            pushes,
         } => {
-            if apply {
+            if daemon {
+                bench_daemon::run(persons, seed, pushes)
+            } else if apply {
                 bench::run_apply(persons, seed)
             } else {
                 bench::run(persons, seed, runs, write_to.as_deref())
