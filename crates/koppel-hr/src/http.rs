@@ -88,9 +88,10 @@ struct Pacer {
 
 impl Pacer {
     fn new(per_minute: u32) -> Pacer {
-        // 5% margin: arrival times jitter with the network, and a request that lands a few
-        // milliseconds early costs a 429 and a full retry interval.
-        let interval = Duration::from_secs(60).mul_f64(1.05) / per_minute.max(1);
+        // A margin (5%, at least 20 ms): arrival times jitter with the network, and a request
+        // that lands a few milliseconds early costs a 429 and a full retry interval.
+        let nominal = Duration::from_secs(60) / per_minute.max(1);
+        let interval = nominal + (nominal / 20).max(Duration::from_millis(20));
         Pacer {
             interval,
             next: Mutex::new(Instant::now()),

@@ -6,6 +6,7 @@ mod bench;
 mod bench_daemon;
 mod daemon;
 mod demo;
+mod notify;
 mod reconcile;
 mod render;
 mod run;

@@ -740,3 +740,215 @@ fn assignments(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn records(v: Value) -> Vec<Record> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_object().unwrap().clone())
+            .collect()
+    }
+
+    fn config(extra: &str) -> VismaSourceConfig {
+        let text = format!("client_id = 'k'\nclient_secret_env = 'S'\ntenant_id = 't'\n{extra}");
+        VismaSourceConfig::from_table(
+            "p",
+            &toml::from_str(&text).unwrap(),
+            std::path::Path::new("."),
+        )
+        .unwrap()
+        .0
+    }
+
+    fn d(s: &str) -> Date {
+        s.parse().unwrap()
+    }
+
+    fn raw() -> Raw {
+        Raw {
+            persons: records(json!([
+                { "id": "9001", "personCode": "1001", "initials": "J.H.", "firstNames": "Jan Hendrik",
+                  "knownAs": "Jan", "lastNameAtBirth": "Vries", "lastNameAtBirthPrefix": "de",
+                  "partnerName": "Bakker", "partnerNamePrefix": "van", "nameAssembleOrder": "B",
+                  "emailAddresses": [{ "type": "Private", "address": "jan@home.example" },
+                                     { "type": "Business", "address": "jan.devries@koppeldam.nl" }],
+                  "phoneNumbers": [{ "type": "Mobile", "number": "06-12345678" },
+                                   { "type": "Business", "number": "020-5551234" }],
+                  "gender": "Male", "validFrom": "2026-11-01", "validUntil": "9999-12-31" },
+                { "id": "9001", "personCode": "1001", "knownAs": "Jantje", "lastNameAtBirth": "Vries",
+                  "validFrom": "2010-01-01", "validUntil": "2026-10-31" },
+                { "id": "9002", "personCode": "1002", "firstNames": "Sanne", "lastNameAtBirth": "Smit",
+                  "nameAssembleOrder": "1", "phoneNumbers": [{ "type": "Mobile", "number": "06-1" }] },
+                { "id": "9003", "personCode": "1003", "lastNameAtBirth": "Weg", "isDeleted": true },
+                { "firstNames": "No", "lastNameAtBirth": "Code" }
+            ])),
+            contracts: records(json!([
+                { "personCode": "1001", "employmentCode": "1", "hireDate": "2020-02-01",
+                  "dischargeDate": "9999-12-31", "organizationUnit": "13600001", "jobProfile": "4001",
+                  "employmentType": "Vast",
+                  "workingAmount": { "amountOfWork": 32, "unitOfWork": "Hours", "periodOfWork": "Week" } },
+                { "personCode": "1001", "employmentCode": "2", "hireDate": "2018-01-01",
+                  "dischargeDate": "2019-12-31", "organizationUnit": "13600002", "jobProfile": "4999" },
+                { "personCode": "1002", "employmentCode": "1", "hireDate": "2026-12-01T00:00:00",
+                  "organizationUnit": "13600002",
+                  "workingAmount": { "amountOfWork": 0.5, "unitOfWork": "FTE", "periodOfWork": "Week" } },
+                { "personCode": "4040", "employmentCode": "1", "hireDate": "2020-01-01" }
+            ])),
+            units: records(json!([
+                { "id": "13600001", "shortName": "BZ", "fullName": "Burgerzaken",
+                  "parentOrgUnit": "13600000", "manager": "9002" },
+                { "id": "13600000", "shortName": "GEM", "fullName": "Gemeente" },
+                { "id": "13600002", "shortName": "ICT", "parentOrgUnit": "13600000", "manager": "1001" }
+            ])),
+            profiles: records(json!([
+                { "id": "4001", "shortName": "ADV", "fullName": "Adviseur" }
+            ])),
+        }
+    }
+
+    #[test]
+    fn every_field_is_mapped_as_configured() {
+        let f = map(
+            &config("department_code = 'short_name'"),
+            d("2026-11-23"),
+            &raw(),
+        )
+        .unwrap();
+        let s = &f.snapshot;
+        assert_eq!(
+            s.persons
+                .iter()
+                .map(|p| p.external_id.as_str())
+                .collect::<Vec<_>>(),
+            ["1001", "1002"],
+            "deleted and keyless records are left out"
+        );
+        let jan = &s.persons[0];
+        assert_eq!(jan.name.given, "Jan Hendrik");
+        assert_eq!(jan.name.nickname, "Jan", "the version valid today counts");
+        assert_eq!(jan.name.initials, "J.H.");
+        assert_eq!(
+            (jan.name.family_prefix.as_str(), jan.name.family.as_str()),
+            ("de", "Vries")
+        );
+        assert_eq!(
+            (jan.name.partner_prefix.as_str(), jan.name.partner.as_str()),
+            ("van", "Bakker")
+        );
+        assert_eq!(
+            jan.name.convention,
+            NamingConvention::PB,
+            "Beaufort B: partner then own"
+        );
+        assert_eq!(
+            jan.email, "jan.devries@koppeldam.nl",
+            "the Business address"
+        );
+        assert_eq!(jan.phone, "020-5551234", "Business before Mobile");
+        let c1 = &jan.contracts[0];
+        assert_eq!(c1.id, "1001_1");
+        assert_eq!(
+            (c1.start, c1.end),
+            (d("2020-02-01"), None),
+            "9999-12-31 is open"
+        );
+        assert_eq!(c1.department, "BZ");
+        assert_eq!(
+            (c1.title.code.as_str(), c1.title.name.as_str()),
+            ("ADV", "Adviseur")
+        );
+        assert_eq!(c1.employment_type, "Vast");
+        assert_eq!(c1.hours_per_week, Some(32.0));
+        assert_eq!(c1.fte, Some(0.8889), "32 of 36 hours");
+        assert_eq!(c1.sequence, 1);
+        let c2 = &jan.contracts[1];
+        assert_eq!((c2.id.as_str(), c2.end), ("1001_2", Some(d("2019-12-31"))));
+        assert_eq!(c2.title.code, "4999", "an unknown profile keeps its id");
+        let sanne = &s.persons[1];
+        assert_eq!(
+            sanne.name.convention,
+            NamingConvention::B,
+            "Business 1: own name"
+        );
+        assert_eq!(
+            sanne.phone, "06-1",
+            "Mobile when there is no Business number"
+        );
+        assert_eq!(sanne.contracts[0].start, d("2026-12-01"));
+        assert_eq!(
+            sanne.contracts[0].hours_per_week, None,
+            "FTE units are not weekly hours"
+        );
+
+        let bz = &s.departments["BZ"];
+        assert_eq!(
+            (bz.name.as_str(), bz.parent.as_str(), bz.manager.as_str()),
+            ("Burgerzaken", "GEM", "1002")
+        );
+        assert_eq!(
+            s.departments["ICT"].name, "ICT",
+            "shortName when there is no fullName"
+        );
+        assert_eq!(
+            s.departments["ICT"].manager, "1001",
+            "a manager given by personCode"
+        );
+
+        let codes: Vec<&str> = f.diagnostics.iter().map(|d| d.code.as_str()).collect();
+        assert!(codes.contains(&"contract_unknown_person"), "{codes:?}");
+        assert!(codes.contains(&"visma_unknown_job_profile"), "{codes:?}");
+        assert!(codes.contains(&"visma_record_without_key"), "{codes:?}");
+    }
+
+    #[test]
+    fn versions_pick_today_then_the_latest_past_then_the_next() {
+        let f = map(&config(""), d("2026-10-15"), &raw()).unwrap();
+        assert_eq!(
+            f.snapshot.persons[0].name.nickname, "Jantje",
+            "the old version on that day"
+        );
+        let f = map(&config(""), d("2009-01-01"), &raw()).unwrap();
+        assert_eq!(
+            f.snapshot.persons[0].name.nickname, "Jantje",
+            "the first to come"
+        );
+        assert_eq!(
+            f.snapshot.persons[0].contracts[0].department, "13600001",
+            "unit ids by default"
+        );
+    }
+
+    #[test]
+    fn bad_records_are_all_reported_and_nothing_loads() {
+        let mut r = raw();
+        r.persons[0].insert("nameAssembleOrder".into(), json!("Z"));
+        r.contracts[0].insert("hireDate".into(), json!("01-02-2020"));
+        r.contracts[1].remove("hireDate");
+        let HrError::Rows(errors) = map(&config(""), d("2026-11-23"), &r).unwrap_err() else {
+            panic!("expected record errors");
+        };
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(errors.len(), 3, "{text:#?}");
+        assert!(
+            text.iter().any(|e| e.contains("person 1001")
+                && e.contains("nameAssembleOrder")
+                && e.contains("\"Z\"")),
+            "{text:#?}"
+        );
+        assert!(
+            text.iter()
+                .any(|e| e.contains("employment 1001_1") && e.contains("hireDate")),
+            "{text:#?}"
+        );
+        assert!(
+            text.iter()
+                .any(|e| e.contains("employment 1001_2") && e.contains("no start date")),
+            "{text:#?}"
+        );
+    }
+}
