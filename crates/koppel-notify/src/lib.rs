@@ -16,7 +16,7 @@
 //! let sources = Sources { snapshot, previous: None, known: None, now };
 //! let (events, _diagnostics) = notifier.events(plan, &statuses(plan, journal), &[], &sources);
 //! let (mails, _diagnostics) = notifier.messages(&events);
-//! let direct = notifier.queue(store, mails, "2026-11-23T10:00:00Z").await?;
+//! let (_added, direct) = notifier.queue(store, mails, "2026-11-23T10:00:00Z").await?;
 //! let report = notifier
 //!     .send_pending(store, direct, "2026-11-23T10:00:00Z", std::time::SystemTime::UNIX_EPOCH, "koppel apply")
 //!     .await;
@@ -95,14 +95,14 @@ impl Notifier {
         (mails, diags)
     }
 
-    /// Puts `mails` in the store's outbox (those it holds already are left alone) and returns
-    /// the ones that show a password: they are never stored, only sent.
+    /// Puts `mails` in the store's outbox (those it holds already are left alone). Returns
+    /// how many were added, and the mails that show a password: never stored, only sent.
     pub async fn queue(
         &self,
         store: &dyn Store,
         mails: Vec<Mail>,
         created_at: &str,
-    ) -> Result<Vec<Mail>, NotifyError> {
+    ) -> Result<(usize, Vec<Mail>), NotifyError> {
         let (direct, stored): (Vec<Mail>, Vec<Mail>) = mails.into_iter().partition(|m| m.sensitive);
         let rows: Vec<OutboxMessage> = stored
             .into_iter()
@@ -119,8 +119,8 @@ impl Notifier {
                 last_error: None,
             })
             .collect();
-        store.outbox_add(&rows).await?;
-        Ok(direct)
+        let added = store.outbox_add(&rows).await?;
+        Ok((added, direct))
     }
 
     /// Sends `direct` (mails with a password, never stored) and then everything unsent in the
@@ -235,7 +235,7 @@ impl Notifier {
                 }
                 Err(e) => {
                     let msg = e.to_string();
-                    tracing::warn!(key = %row.key, error = %msg, "notification not sent; kept for the next run");
+                    tracing::info!(key = %row.key, error = %msg, "notification not sent; kept for the next run");
                     report.failed.push((row.key.clone(), msg.clone()));
                     if let SendError::Unavailable(m) = e {
                         report.unavailable = Some(m);

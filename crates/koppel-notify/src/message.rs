@@ -104,9 +104,22 @@ impl Templates {
                 for part in ["subject", "body"] {
                     if let Err(e) = templates.render(kind, part, false, &context) {
                         let mut message = describe(&e);
+                        let unknown = templates.unknown_names(kind, part, &context);
+                        if e.kind() == minijinja::ErrorKind::UndefinedError && !unknown.is_empty() {
+                            message = format!(
+                                "{message}: unknown {} {}",
+                                if unknown.len() == 1 { "name" } else { "names" },
+                                unknown.join(", ")
+                            );
+                        }
+                        let source = if part == "subject" {
+                            &config.joiner.subject
+                        } else {
+                            &config.joiner.body
+                        };
                         if kind == EventKind::Joiner
                             && !config.joiner.include_initial_password
-                            && message.contains("initial_password")
+                            && source.contains("initial_password")
                         {
                             message.push_str(
                                 " (initial_password is only there with include_initial_password = true)",
@@ -122,6 +135,24 @@ impl Templates {
         } else {
             Err(issues)
         }
+    }
+
+    /// The variables (and attribute paths) the template reads that `context` lacks.
+    fn unknown_names(&self, kind: EventKind, part: &str, context: &Value) -> Vec<String> {
+        let Ok(t) = self.env.get_template(&name(kind, part, false)) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = t
+            .undeclared_variables(true)
+            .into_iter()
+            .filter(|path| {
+                path.split('.')
+                    .try_fold(context.clone(), |v, part| v.get_attr(part))
+                    .map_or(true, |v| v.is_undefined())
+            })
+            .collect();
+        names.sort();
+        names
     }
 
     fn render(
@@ -388,7 +419,12 @@ fn context(config: &NotifyConfig, event: &Event) -> Value {
             ]);
         }
     }
-    Value::from_iter(fields)
+    Value::from(
+        fields
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect::<std::collections::BTreeMap<String, Value>>(),
+    )
 }
 
 fn serde<T: Serialize>(v: &T) -> Value {

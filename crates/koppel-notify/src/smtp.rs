@@ -108,7 +108,7 @@ fn classify(e: &lettre::transport::smtp::Error, server: &str) -> SendError {
         SendError::Unavailable(format!(
             "the SMTP server {server} did not answer in time: {e}"
         ))
-    } else if e.is_tls() {
+    } else if e.is_tls() || e.to_string().contains("certificate") {
         SendError::Unavailable(format!(
             "TLS with the SMTP server {server} failed (is ca_file the CA that signed its certificate?): {e}"
         ))

@@ -55,7 +55,7 @@ class Sink:
                 "maildir_key": key,
                 "mail_from": envelope.mail_from,
                 "rcpt_tos": envelope.rcpt_tos,
-                "tls": session.ssl is not None,
+                "tls": server.transport.get_extra_info("ssl_object") is not None,
                 "authenticated": bool(session.authenticated),
                 "headers": [[k, str(v)] for k, v in msg.items()],
                 "body": body.get_content() if body is not None else "",

@@ -309,6 +309,10 @@ pub struct Applied {
     pub plan: Option<StoredPlan>,
     pub breaches: Vec<koppel_core::threshold::ThresholdBreach>,
     pub snapshot: Option<Snapshot>,
+    /// The snapshot before this one, kept only for notifications (leavers gone from HR).
+    pub previous: Option<Snapshot>,
+    /// What the notifications did, when `[notifications]` is configured.
+    pub notified: Option<crate::notify::Notified>,
 }
 
 pub struct Context<'a> {
@@ -372,15 +376,24 @@ impl Context<'_> {
         &self,
     ) -> anyhow::Result<(Plan, Snapshot, KnownState, Vec<koppel_core::Diagnostic>)> {
         let known = self.store.known_state().await?;
-        self.plan_against(known).await
+        let (plan, snapshot, known, diags, _) = self.plan_against(known).await?;
+        Ok((plan, snapshot, known, diags))
     }
 
     /// Plans the current sources against `known`, which must be the store's current known
-    /// state (read once per run: for 100k persons it is 300k accounts).
+    /// state (read once per run: for 100k persons it is 300k accounts); also returns the
+    /// previous snapshot the plan was compared with.
+    #[allow(clippy::type_complexity)]
     async fn plan_against(
         &self,
         known: KnownState,
-    ) -> anyhow::Result<(Plan, Snapshot, KnownState, Vec<koppel_core::Diagnostic>)> {
+    ) -> anyhow::Result<(
+        Plan,
+        Snapshot,
+        KnownState,
+        Vec<koppel_core::Diagnostic>,
+        Option<Snapshot>,
+    )> {
         let (snapshot, diags) =
             crate::run::fetch(self.config, &crate::run::base_dir(self.config_path))?;
         let previous = self.store.previous_snapshot().await?;
@@ -398,7 +411,7 @@ impl Context<'_> {
         .await?;
         plan.diagnostics.extend(diags.iter().cloned());
         plan.diagnostics.sort();
-        Ok((plan, snapshot, known, diags))
+        Ok((plan, snapshot, known, diags, previous))
     }
 
     pub async fn save(
@@ -421,7 +434,15 @@ impl Context<'_> {
         Ok(stored)
     }
 
+    /// Applies, then sends the notifications the run calls for (never failing the run).
     pub async fn apply(&self, request: Request) -> anyhow::Result<Applied> {
+        let first_run = matches!(request, Request::PlanAndApply | Request::Saved(_));
+        let mut out = self.apply_only(request).await?;
+        out.notified = crate::notify::after_apply(self, first_run, &out).await;
+        Ok(out)
+    }
+
+    async fn apply_only(&self, request: Request) -> anyhow::Result<Applied> {
         let engine = self.engine();
         let known = self.store.known_state().await?;
         let resumed = engine.resume(&known, self.now).await?;
@@ -433,6 +454,8 @@ impl Context<'_> {
             plan: None,
             breaches: Vec::new(),
             snapshot: None,
+            previous: None,
+            notified: None,
         };
         match request {
             Request::Reject(id) => {
@@ -493,7 +516,8 @@ impl Context<'_> {
             }
             Request::PlanAndApply => {
                 let known = self.known(current.take()).await?;
-                let (plan, snapshot, known, _) = self.plan_against(known).await?;
+                let (plan, snapshot, known, _, previous) = self.plan_against(known).await?;
+                out.previous = previous.filter(|_| self.config.notifications.is_some());
                 if !plan.held.is_empty() {
                     // The source guards hold everything: approval releases the whole plan.
                     let mut kinds: Vec<(String, ActionKind)> = plan

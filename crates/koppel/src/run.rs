@@ -188,6 +188,7 @@ pub fn validate(path: &Path) -> anyhow::Result<ExitCode> {
         scim.mapping()
             .with_context(|| format!("{}: [serve.scim.mapping]", path.display()))?;
     }
+    crate::notify::check(&config, path)?;
     // Connector settings are the connector's to check; nothing is contacted here.
     for t in &config.targets {
         let table = t.connection.clone().unwrap_or_default();
@@ -277,6 +278,8 @@ pub fn apply(
     actor_flag: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let config = read_config(&common.config)?;
+    // A broken [notifications] is found before anything is applied.
+    crate::notify::check(&config, &common.config)?;
     let now = common.now.unwrap_or_else(crate::today);
     let path = crate::apply::store_path(&config, &common.config, common.store.as_deref());
     let actor = actor(actor_flag);
@@ -320,6 +323,7 @@ pub fn apply(
                 "Nothing was applied. Plan {} waits: `koppel apply --approve {}` or `--reject {}`.",
                 stored.id, stored.id, stored.id
             );
+            applied.notified.iter().for_each(crate::notify::print);
             return Ok(ExitCode::from(3));
         }
     }
@@ -337,6 +341,8 @@ pub fn apply(
     } else if let Some(stored) = &applied.plan {
         println!("plan {} is now {:?}", stored.id, stored.status);
     }
+    // A notification that could not be sent is kept and retried: it never fails the run.
+    applied.notified.iter().for_each(crate::notify::print);
     Ok(if trouble {
         ExitCode::FAILURE
     } else {
