@@ -211,6 +211,8 @@ async fn token(
 }
 
 /// Checks the bearer token, its scope and the spike arrest; `Err` is the refusal.
+// A refusal is sent as it is, once per request: its size does not matter.
+#[allow(clippy::result_large_err)]
 fn gate(s: &VismaState, headers: &HeaderMap, scope: &str) -> Result<(), Response> {
     lock(&s.stats).api_requests += 1;
     let (limit, window) = {
