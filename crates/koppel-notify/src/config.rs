@@ -256,6 +256,19 @@ impl NotifyConfig {
     /// Checks `[notifications]` (the raw table from the configuration); files it names are
     /// relative to `base` (the configuration file's folder). Every problem at once.
     pub fn from_table(table: &toml::Table, base: &Path) -> Result<NotifyConfig, NotifyError> {
+        match NotifyConfig::checked(table, base)? {
+            (Some(c), issues) if issues.is_empty() => Ok(c),
+            (_, issues) => Err(NotifyError::Config(issues)),
+        }
+    }
+
+    /// The configuration as far as it could be made sense of, with every problem found: a
+    /// caller can go on checking (templates) before reporting. `Err` when the section does not
+    /// even have the expected shape.
+    pub(crate) fn checked(
+        table: &toml::Table,
+        base: &Path,
+    ) -> Result<(Option<NotifyConfig>, Vec<ConfigIssue>), NotifyError> {
         let raw: RawConfig = serde_path_to_error::deserialize(toml::Value::Table(table.clone()))
             .map_err(|e| {
                 let mut path = vec!["notifications".to_owned()];
@@ -270,10 +283,7 @@ impl NotifyConfig {
             })?;
         let mut ck = Checker::default();
         let config = ck.check(raw, base);
-        match config {
-            Some(c) if ck.issues.is_empty() => Ok(c),
-            _ => Err(NotifyError::Config(ck.issues)),
-        }
+        Ok((config, ck.issues))
     }
 }
 

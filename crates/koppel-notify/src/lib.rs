@@ -59,9 +59,19 @@ impl Notifier {
     /// Checks `[notifications]` (the raw table of the configuration; files it names are
     /// relative to `base`) and compiles its templates. Every problem at once, each at its key.
     pub fn from_config(table: &toml::Table, base: &Path) -> Result<Notifier, NotifyError> {
-        let config = NotifyConfig::from_table(table, base)?;
-        let templates = Templates::new(&config).map_err(NotifyError::Config)?;
-        Ok(Notifier { config, templates })
+        let (config, mut issues) = NotifyConfig::checked(table, base)?;
+        let Some(config) = config else {
+            return Err(NotifyError::Config(issues));
+        };
+        // Templates are checked also when a setting is wrong: every problem at once.
+        match Templates::new(&config) {
+            Ok(templates) if issues.is_empty() => Ok(Notifier { config, templates }),
+            Ok(_) => Err(NotifyError::Config(issues)),
+            Err(more) => {
+                issues.extend(more);
+                Err(NotifyError::Config(issues))
+            }
+        }
     }
 
     pub fn config(&self) -> &NotifyConfig {

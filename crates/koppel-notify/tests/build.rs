@@ -464,7 +464,7 @@ fn a_held_plan_tells_the_admins_the_breach_with_a_link() {
         allowed: 25,
     }];
     plan.withheld = vec![("directory".into(), ActionKind::Disable)];
-    let (events, mails, diags) = build(&n, &plan, &vec![Status::Open; 2], &[], None, None);
+    let (events, mails, diags) = build(&n, &plan, &[Status::Open; 2], &[], None, None);
     assert!(diags.is_empty(), "{diags:?}");
     assert_eq!(events.len(), 1, "nothing applied, so no leaver yet");
     let m = &mails[0];

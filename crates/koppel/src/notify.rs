@@ -12,9 +12,7 @@ use koppel_core::plan::ActionKind;
 use koppel_core::threshold::ThresholdBreach;
 use koppel_core::{Date, Diagnostic, KnownState, Snapshot};
 use koppel_engine::Report;
-use koppel_notify::{
-    ConfigIssue, ManagerEmail, Notifier, NotifyError, SendReport, Sources, Status,
-};
+use koppel_notify::{ManagerEmail, Notifier, NotifyError, SendReport, Sources, Status};
 use koppel_store::{Store, StoredPlan};
 
 use crate::apply::{Applied, Context};
@@ -248,12 +246,24 @@ pub fn check(config: &CompiledConfig, path: &Path) -> anyhow::Result<()> {
         Ok(_) => Ok(()),
         Err(NotifyError::Config(issues)) => {
             let text = std::fs::read_to_string(path).unwrap_or_default();
-            for i in &issues {
+            // In file order, like the core's configuration errors.
+            let mut located: Vec<(Option<(usize, usize)>, String)> = issues
+                .iter()
+                .map(|i| {
+                    let at = koppel_notify::locate(&text, &i.path);
+                    let shown = match at {
+                        Some((line, column)) => format!("{}:{line}:{column}: {i}", path.display()),
+                        None => format!("{}: {i}", path.display()),
+                    };
+                    (at, shown)
+                })
+                .collect();
+            located.sort();
+            for (_, shown) in &located {
                 anstream::eprintln!(
-                    "{}error:{} {}",
+                    "{}error:{} {shown}",
                     crate::render::ERR.render(),
                     crate::render::ERR.render_reset(),
-                    located(path, &text, i)
                 );
             }
             anyhow::bail!(
@@ -264,13 +274,6 @@ pub fn check(config: &CompiledConfig, path: &Path) -> anyhow::Result<()> {
             )
         }
         Err(e) => anyhow::bail!("{}: [notifications]: {e}", path.display()),
-    }
-}
-
-fn located(path: &Path, text: &str, issue: &ConfigIssue) -> String {
-    match koppel_notify::locate(text, &issue.path) {
-        Some((line, column)) => format!("{}:{line}:{column}: {issue}", path.display()),
-        None => format!("{}: {issue}", path.display()),
     }
 }
 
