@@ -93,9 +93,33 @@ pub fn remote_targets(
                     Ok(Arc::new(target) as Arc<dyn Target>)
                 })
             }
+            TargetKind::Visma => {
+                let api = koppel_hr::visma::VismaTargetConfig::from_table(
+                    &format!("targets.{}.connection", t.name),
+                    &table(),
+                    Path::new("."),
+                )?;
+                lazy(&t.name, api, |name, api| async move {
+                    let target = koppel_hr::VismaTarget::new(&name, api)
+                        .map_err(|e| e.into_target_error(&name))?;
+                    Ok(Arc::new(target) as Arc<dyn Target>)
+                })
+            }
+            TargetKind::Afas => {
+                let settings = koppel_hr::afas::AfasTargetConfig::from_table(
+                    &format!("targets.{}.connection", t.name),
+                    &table(),
+                    Path::new("."),
+                )?;
+                lazy(&t.name, settings, |name, (c, api)| async move {
+                    let target = koppel_hr::AfasTarget::new(&name, c, api)
+                        .map_err(|e| e.into_target_error(&name))?;
+                    Ok(Arc::new(target) as Arc<dyn Target>)
+                })
+            }
             other => bail!(
                 "target {:?} has kind {other:?}, which this koppel cannot apply to yet; \
-                 `koppel plan` works for it, `koppel apply` needs kind = \"directory\", \"ldap\" or \"scim\"",
+                 `koppel plan` works for it, `koppel apply` needs kind = \"directory\", \"ldap\", \"scim\", \"visma\" or \"afas\"",
                 t.name
             ),
         };
@@ -394,8 +418,12 @@ impl Context<'_> {
         Vec<koppel_core::Diagnostic>,
         Option<Snapshot>,
     )> {
-        let (snapshot, diags) =
-            crate::run::fetch(self.config, &crate::run::base_dir(self.config_path))?;
+        let (snapshot, diags) = crate::run::fetch_async(
+            self.config,
+            &crate::run::base_dir(self.config_path),
+            self.now,
+        )
+        .await?;
         let previous = self.store.previous_snapshot().await?;
         let mut plan = plan_with_live(
             &PlanInput {

@@ -115,7 +115,8 @@ pub fn base_dir(config: &Path) -> PathBuf {
 /// Loads configuration, sources and state for a command.
 pub fn load(common: &Common) -> anyhow::Result<Loaded> {
     let config = read_config(&common.config)?;
-    let (snapshot, source_diagnostics) = fetch(&config, &base_dir(&common.config))?;
+    let now = common.now.unwrap_or_else(crate::today);
+    let (snapshot, source_diagnostics) = fetch_at(&config, &base_dir(&common.config), now)?;
     let state: StateFile = match &common.state {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -148,16 +149,80 @@ pub fn load(common: &Common) -> anyhow::Result<Loaded> {
     })
 }
 
-/// Fetches and merges every source of the configuration.
+/// Fetches and merges every source of the configuration, as of today.
 pub fn fetch(config: &CompiledConfig, base: &Path) -> anyhow::Result<(Snapshot, Vec<Diagnostic>)> {
+    fetch_at(config, base, crate::today())
+}
+
+/// Fetches and merges every source as of `now` (HR API records come in dated versions).
+/// Callable from any thread: HR API sources are read on a runtime of their own.
+pub fn fetch_at(
+    config: &CompiledConfig,
+    base: &Path,
+    now: Date,
+) -> anyhow::Result<(Snapshot, Vec<Diagnostic>)> {
+    if !config.sources.iter().any(koppel_hr::is_api_source) {
+        return fetch_files(config, base);
+    }
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("cannot start the async runtime")?;
+                rt.block_on(fetch_async(config, base, now))
+            })
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("reading the sources panicked")))
+    })
+}
+
+fn no_sources(config: &CompiledConfig) -> anyhow::Result<()> {
     if config.sources.is_empty() {
         bail!(
-            "the configuration has no [[sources]]: add one (kind = \"csv\" with a dir, or kind = \"json\")"
+            "the configuration has no [[sources]]: add one (kind = \"csv\" with a dir, kind = \"json\", \"visma\" or \"afas\")"
         );
     }
+    Ok(())
+}
+
+fn fetch_files(
+    config: &CompiledConfig,
+    base: &Path,
+) -> anyhow::Result<(Snapshot, Vec<Diagnostic>)> {
+    no_sources(config)?;
     let mut fetched = Vec::with_capacity(config.sources.len());
     for s in &config.sources {
         fetched.push(koppel_connectors::source::load(s, base)?);
+    }
+    let merged = koppel_connectors::source::merge(fetched);
+    Ok((merged.snapshot, merged.diagnostics))
+}
+
+/// Fetches and merges every source, on the caller's runtime.
+pub async fn fetch_async(
+    config: &CompiledConfig,
+    base: &Path,
+    now: Date,
+) -> anyhow::Result<(Snapshot, Vec<Diagnostic>)> {
+    no_sources(config)?;
+    let mut fetched = Vec::with_capacity(config.sources.len());
+    for (i, s) in config.sources.iter().enumerate() {
+        if koppel_hr::is_api_source(s) {
+            // Secret and CA files of HR connections are relative to the working directory,
+            // like every connector's.
+            let source = koppel_hr::source(i, s, Path::new("."), now)?;
+            let started = std::time::Instant::now();
+            fetched.push(source.fetch().await?);
+            tracing::info!(
+                source = source.name(),
+                ms = started.elapsed().as_millis() as u64,
+                "read the HR source"
+            );
+        } else {
+            fetched.push(koppel_connectors::source::load(s, base)?);
+        }
     }
     let merged = koppel_connectors::source::merge(fetched);
     Ok((merged.snapshot, merged.diagnostics))
@@ -189,6 +254,25 @@ pub fn validate(path: &Path) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("{}: [serve.scim.mapping]", path.display()))?;
     }
     crate::notify::check(&config, path)?;
+    // HR API sources and write-back targets, each problem at its line and column.
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let hr = koppel_hr::check_text(&text, &path.display().to_string());
+    if !hr.is_empty() {
+        for e in &hr {
+            anstream::eprintln!(
+                "{}error:{} {e}",
+                crate::render::ERR.render(),
+                crate::render::ERR.render_reset()
+            );
+        }
+        bail!(
+            "{} error{} in {}",
+            hr.len(),
+            plural(hr.len()),
+            path.display()
+        );
+    }
     // Connector settings are the connector's to check; nothing is contacted here.
     for t in &config.targets {
         let table = t.connection.clone().unwrap_or_default();
@@ -199,6 +283,9 @@ pub fn validate(path: &Path) -> anyhow::Result<ExitCode> {
             config::TargetKind::Scim => koppel_scim::ScimConfig::from_table(&t.name, &table)
                 .map(drop)
                 .map_err(anyhow::Error::from),
+            config::TargetKind::Visma | config::TargetKind::Afas => {
+                koppel_hr::check_target(&t.name, t.kind, &table).map_err(anyhow::Error::from)
+            }
             _ => Ok(()),
         };
         checked.with_context(|| format!("{}: target {:?}", path.display(), t.name))?;

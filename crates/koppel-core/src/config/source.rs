@@ -27,6 +27,9 @@ pub enum SourceConfig {
 #[serde(deny_unknown_fields)]
 pub struct ApiSourceConfig {
     pub connection: toml::Table,
+    /// A cron expression for `koppel serve`, like the file sources'.
+    #[serde(default)]
+    pub schedule: Option<String>,
 }
 
 impl SourceConfig {
@@ -35,7 +38,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Csv(c) => c.schedule.as_deref(),
             SourceConfig::Json(j) => j.schedule.as_deref(),
-            _ => None,
+            SourceConfig::Visma(a) | SourceConfig::Afas(a) => a.schedule.as_deref(),
         }
     }
 
