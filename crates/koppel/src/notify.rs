@@ -12,7 +12,7 @@ use koppel_core::plan::ActionKind;
 use koppel_core::threshold::ThresholdBreach;
 use koppel_core::{Date, Diagnostic, KnownState, Snapshot};
 use koppel_engine::Report;
-use koppel_notify::{ManagerEmail, Notifier, NotifyError, SendReport, Sources, Status};
+use koppel_notify::{Event, ManagerEmail, Notifier, NotifyError, SendReport, Sources, Status};
 use koppel_store::{Store, StoredPlan};
 
 use crate::apply::{Applied, Context};
@@ -192,38 +192,47 @@ async fn queue(
             *s == Status::Done && matches!(a.kind, ActionKind::Create | ActionKind::Disable)
         })
     });
-    // Only read what the events need: the store's last snapshot when the caller has none,
-    // the known state for account addresses and the usernames of disabled accounts.
+    // The store's last snapshot only when the caller has none and something was done.
     let stored_snapshot = match (interesting, snapshot) {
         (true, None) => store.previous_snapshot().await?,
         _ => None,
     };
     let empty = Snapshot::default();
     let snapshot = snapshot.or(stored_snapshot.as_ref()).unwrap_or(&empty);
-    let needs_known = interesting
-        && (notifier
-            .config()
-            .manager_email
-            .iter()
-            .any(|m| matches!(m, ManagerEmail::Account { .. }))
-            || notifier.config().leaver.enabled);
-    let known: Option<KnownState> = if needs_known {
-        Some(store.known_state().await?)
-    } else {
-        None
+    let build = |known: Option<&KnownState>| {
+        let sources = Sources {
+            snapshot,
+            previous,
+            known,
+            now,
+        };
+        let mut events = Vec::new();
+        let mut diags = Vec::new();
+        for (run, status) in runs.iter().zip(&statuses) {
+            let (e, d) = notifier.events(run.plan, status, run.thresholds, &sources);
+            events.extend(e);
+            diags.extend(d);
+        }
+        (events, diags)
     };
-    let sources = Sources {
-        snapshot,
-        previous,
-        known: known.as_ref(),
-        now,
-    };
-    let mut events = Vec::new();
-    for (run, status) in runs.iter().zip(&statuses) {
-        let (e, d) = notifier.events(run.plan, status, run.thresholds, &sources);
-        events.extend(e);
-        out.diagnostics.extend(d);
+    let (mut events, mut diags) = build(None);
+    // The known state (300,000 accounts at 100k persons) is read only when an event needs
+    // it: a leaver's usernames, or a manager whose address is in their account.
+    let by_account = notifier
+        .config()
+        .manager_email
+        .iter()
+        .any(|m| matches!(m, ManagerEmail::Account { .. }));
+    let needs_known = events.iter().any(|e| match e {
+        Event::Leaver(_) => true,
+        Event::Joiner(j) => by_account && j.manager.as_ref().is_some_and(|m| m.email.is_none()),
+        Event::Held(_) => false,
+    });
+    if needs_known {
+        let known = store.known_state().await?;
+        (events, diags) = build(Some(&known));
     }
+    out.diagnostics.extend(diags);
     let (mails, diags) = notifier.messages(&events);
     out.diagnostics.extend(diags);
     out.diagnostics.sort();

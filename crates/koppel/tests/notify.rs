@@ -303,3 +303,10 @@ fn a_bad_notification_setting_is_named_with_its_line_and_nothing_is_applied() {
     }
     assert!(!dir.join("koppel.db").exists(), "nothing was applied");
 }
+
+#[test]
+fn the_notify_example_is_valid() {
+    let dir = common::examples().join("notify");
+    let out = ok(&dir, &["validate", "--config", "koppel.toml"]);
+    assert!(out.contains("koppel.toml: valid"), "{out}");
+}
