@@ -866,7 +866,9 @@ struct Filter {
 impl Filter {
     fn matches(&self, object: &Map<String, Value>) -> bool {
         match (object.get(&self.prop), &self.value) {
-            (Some(Value::String(a)), Value::String(b)) => a.to_lowercase() == b.to_lowercase(),
+            (Some(Value::String(a)), Value::String(b)) => {
+                a.eq_ignore_ascii_case(b) || (!a.is_ascii() && a.to_lowercase() == b.to_lowercase())
+            }
             (Some(a), b) => a == b,
             (None, Value::Null) => true,
             (None, _) => false,

@@ -117,9 +117,18 @@ pub fn remote_targets(
                     Ok(Arc::new(target) as Arc<dyn Target>)
                 })
             }
+            TargetKind::Graph => {
+                let settings = koppel_apps::graph::GraphConfig::from_table(&t.name, &table())?;
+                lazy(&t.name, settings, |name, settings| async move {
+                    let target = koppel_apps::graph::connect(&name, settings)
+                        .await
+                        .map_err(|e| e.into_target_error(&name))?;
+                    Ok(Arc::new(target) as Arc<dyn Target>)
+                })
+            }
             other => bail!(
                 "target {:?} has kind {other:?}, which this koppel cannot apply to yet; \
-                 `koppel plan` works for it, `koppel apply` needs kind = \"directory\", \"ldap\", \"scim\", \"visma\" or \"afas\"",
+                 `koppel plan` works for it, `koppel apply` needs kind = \"directory\", \"ldap\", \"scim\", \"graph\", \"visma\" or \"afas\"",
                 t.name
             ),
         };

@@ -286,6 +286,11 @@ pub fn validate(path: &Path) -> anyhow::Result<ExitCode> {
             config::TargetKind::Visma | config::TargetKind::Afas => {
                 koppel_hr::check_target(&t.name, t.kind, &table).map_err(anyhow::Error::from)
             }
+            config::TargetKind::Graph => {
+                koppel_apps::graph::GraphConfig::from_table(&t.name, &table)
+                    .map(|c| println!("target {:?}: {}", t.name, koppel_apps::graph::summary(&c)))
+                    .map_err(anyhow::Error::from)
+            }
             _ => Ok(()),
         };
         checked.with_context(|| format!("{}: target {:?}", path.display(), t.name))?;

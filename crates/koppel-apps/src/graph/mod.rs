@@ -134,6 +134,30 @@ pub async fn connect(name: &str, config: GraphConfig) -> Result<GraphTarget, App
     }
 }
 
+/// What this target does for each action, as `koppel validate` prints it.
+pub fn summary(config: &GraphConfig) -> String {
+    format!(
+        "Entra ID (Microsoft Graph v1.0, tenant {}): create, update (PATCH of changed \
+         properties, manager by $ref), enable/disable (accountEnabled = true/false), delete = {}, \
+         grant/revoke (security group membership{}), uniqueness checks; {}",
+        config.tenant,
+        match config.delete {
+            DeleteMode::Delete => "soft delete (DELETE /users/{id}, restorable for 30 days)",
+            DeleteMode::Disable => "disable (accountEnabled = false, the user stays)",
+        },
+        if config.create_groups {
+            ", groups made on demand"
+        } else {
+            ", groups must exist"
+        },
+        if config.batch {
+            "JSON batching of 20"
+        } else {
+            "one request per operation"
+        }
+    )
+}
+
 /// A reference that can be an object id in a URL segment.
 fn valid_reference(r: &str) -> bool {
     !r.is_empty() && r.len() <= 200 && !r.contains(['/', '?', '#', '\\']) && r != "." && r != ".."
