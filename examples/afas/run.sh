@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Runs examples/afas against the Profit stand-in: starts it with a synthetic tenant of 500
+# Runs examples/afas against the Profit stand-in: starts it with a synthetic tenant of 100
 # people, applies (directory accounts, e-mail and UPN written back), applies again (nothing to do:
 # no call to Profit beyond the reads), shows the audit log's write-back entries, stops it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build -q -p koppel -p koppel-hr-fixture
 work=$(mktemp -d)
-./target/debug/koppel-hr-fixture afas --listen 127.0.0.1:8701 --persons 500 --today 2026-11-23 &
+./target/debug/koppel-hr-fixture afas --listen 127.0.0.1:8701 --persons 100 --today 2026-11-23 &
 fixture=$!
 trap 'kill $fixture; rm -rf "$work"' EXIT
 sleep 1

@@ -34,6 +34,22 @@ pub struct HttpSettings {
     pub retry_backoff: Duration,
     /// A PEM file with the CA certificates to trust instead of the system's.
     pub ca_file: Option<std::path::PathBuf>,
+    /// Clients with the same key share one pacer: a vendor limits an API client (the
+    /// registered application), not a connection, so a source and a write-back target of one
+    /// client in one process must take turns.
+    pub pacer_key: String,
+}
+
+/// The pacers of this process, by key.
+static PACERS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<(String, u32), std::sync::Arc<Pacer>>>,
+> = std::sync::LazyLock::new(Default::default);
+
+fn shared_pacer(key: &str, per_minute: u32) -> std::sync::Arc<Pacer> {
+    let mut all = PACERS.lock().unwrap_or_else(|p| p.into_inner());
+    all.entry((key.to_owned(), per_minute))
+        .or_insert_with(|| std::sync::Arc::new(Pacer::new(per_minute)))
+        .clone()
 }
 
 /// A response with its body read.
@@ -125,7 +141,7 @@ impl Pacer {
 pub struct Http {
     client: reqwest::Client,
     settings: HttpSettings,
-    pacer: Option<Pacer>,
+    pacer: Option<std::sync::Arc<Pacer>>,
     stats: Stats,
 }
 
@@ -164,7 +180,9 @@ impl Http {
             .map_err(|e| HrError::Config(format!("cannot build the HTTP client: {e}")))?;
         Ok(Http {
             client,
-            pacer: settings.rate_limit_per_minute.map(Pacer::new),
+            pacer: settings
+                .rate_limit_per_minute
+                .map(|n| shared_pacer(&settings.pacer_key, n)),
             settings,
             stats: Stats::default(),
         })

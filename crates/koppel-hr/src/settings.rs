@@ -46,8 +46,10 @@ impl HttpConfig {
         service: &str,
         base_dir: &std::path::Path,
         vendor_limit: Option<u32>,
+        pacer_key: String,
     ) -> HttpSettings {
         HttpSettings {
+            pacer_key,
             service: service.to_owned(),
             timeout: Duration::from_secs(self.timeout_seconds.max(1)),
             rate_limit_per_minute: self

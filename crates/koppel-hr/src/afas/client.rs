@@ -73,7 +73,11 @@ impl AfasClient {
             HrError::Config("the AFAS token holds characters a header cannot carry".into())
         })?;
         header.set_sensitive(true);
-        let http = Http::new(api.http.settings(SERVICE, &api.base_dir, None))?;
+        let http =
+            Http::new(
+                api.http
+                    .settings(SERVICE, &api.base_dir, None, api.base_url.to_string()),
+            )?;
         Ok(AfasClient { api, http, header })
     }
 

@@ -71,11 +71,12 @@ impl VismaClient {
     /// Reads the client secret and builds the HTTP client; contacts nothing.
     pub fn new(api: VismaApi) -> Result<VismaClient, HrError> {
         let secret = api.secret.read(&api.base_dir)?;
-        let http = Http::new(api.http.settings(
-            SERVICE,
-            &api.base_dir,
-            Some(RATE_LIMIT_PER_MINUTE),
-        ))?;
+        let key = format!("{} {} {}", api.base_url, api.tenant_id, api.client_id);
+        let http =
+            Http::new(
+                api.http
+                    .settings(SERVICE, &api.base_dir, Some(RATE_LIMIT_PER_MINUTE), key),
+            )?;
         let mut api = api;
         // Paths are joined onto the base, so it must end in '/'.
         if !api.base_url.path().ends_with('/') {
