@@ -40,10 +40,10 @@ pub struct HttpSettings {
     pub pacer_key: String,
 }
 
-/// The pacers of this process, by key.
-static PACERS: std::sync::LazyLock<
-    std::sync::Mutex<std::collections::HashMap<(String, u32), std::sync::Arc<Pacer>>>,
-> = std::sync::LazyLock::new(Default::default);
+/// The pacers of this process, by key and rate.
+type Pacers = std::collections::HashMap<(String, u32), std::sync::Arc<Pacer>>;
+static PACERS: std::sync::LazyLock<std::sync::Mutex<Pacers>> =
+    std::sync::LazyLock::new(Default::default);
 
 fn shared_pacer(key: &str, per_minute: u32) -> std::sync::Arc<Pacer> {
     let mut all = PACERS.lock().unwrap_or_else(|p| p.into_inner());
