@@ -243,7 +243,9 @@ impl DaemonRunner {
             match self.store.plan(&r.plan_id).await {
                 Ok(Some(p)) => plans.push((p, r)),
                 Ok(None) => {}
-                Err(e) => tracing::warn!(plan = %r.plan_id, error = %e, "notifications: reading a resumed plan"),
+                Err(e) => {
+                    tracing::warn!(plan = %r.plan_id, error = %e, "notifications: reading a resumed plan")
+                }
             }
         }
         let mut runs: Vec<crate::notify::Run<'_>> = plans
@@ -431,7 +433,15 @@ impl DaemonRunner {
         let started_generation = self.view().generation;
         let (mut snapshot, diagnostics) = self.fetch().await?;
         let mut overlays = self.view().overlays.clone();
-        let dropped = overlay::apply_overlays(&mut snapshot, &mut overlays);
+        // The source's own records of pushed persons, before pushes stand in for them.
+        let raw: HashMap<String, String> = overlays
+            .keys()
+            .map(|id| {
+                let digest = snapshot.person(id).map(overlay::digest).unwrap_or_default();
+                (id.clone(), digest)
+            })
+            .collect();
+        overlay::apply_overlays(&mut snapshot, &mut overlays);
         let previous = self.store.previous_snapshot().await?;
         summary.persons = snapshot.persons.len();
         let executed = {
@@ -483,17 +493,24 @@ impl DaemonRunner {
         if executed.complete() {
             self.store.save_snapshot(&snapshot).await?;
         }
-        // Pushes that arrived during the run are in the view's overlays: put them in too.
+        // Pushes that arrived during the run are in the view's overlays: they stand against
+        // the source just read as the others did.
         let dropped_now = {
             let mut view = self.view_mut();
-            let mut standing = view.overlays.clone();
-            let mut dropped_now = overlay::apply_overlays(&mut snapshot, &mut standing);
-            dropped_now.extend(
-                dropped
-                    .iter()
-                    .filter(|d| !standing.contains_key(*d))
-                    .cloned(),
-            );
+            let mut standing = BTreeMap::new();
+            let mut dropped_now = Vec::new();
+            for (id, o) in &view.overlays {
+                let source = match raw.get(id) {
+                    Some(d) => d.clone(),
+                    None => snapshot.person(id).map(overlay::digest).unwrap_or_default(),
+                };
+                if source == o.base {
+                    overlay::put_person(&mut snapshot, o.person.clone());
+                    standing.insert(id.clone(), o.clone());
+                } else {
+                    dropped_now.push(id.clone());
+                }
+            }
             view.snapshot = snapshot;
             view.source_diagnostics = diagnostics;
             view.overlays = standing;
