@@ -658,9 +658,10 @@ fn schedules_fire_and_a_time_missed_while_stopped_runs_at_start() {
     #[allow(clippy::disallowed_methods)]
     let at = chrono::Local::now() + chrono::Duration::seconds(4);
     let cron = at.format("%S %M %H * * *").to_string();
-    let config = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("dir = \"hr\"", &format!("dir = \"hr\"\nschedule = \"{cron}\""));
+    let config = std::fs::read_to_string(&path).unwrap().replace(
+        "dir = \"hr\"",
+        &format!("dir = \"hr\"\nschedule = \"{cron}\""),
+    );
     std::fs::write(&path, config).unwrap();
 
     let mut d = Daemon::start(dir);
