@@ -11,9 +11,12 @@ use crate::model::{Contract, Date, Department, Person};
 /// The department tree with the lookups rules need. Built once per run.
 #[derive(Debug, Clone, Default)]
 pub struct Org {
-    departments: BTreeMap<String, Department>,
-    /// Department code → dense id, and each id's parent id: `in_tree` runs for every
-    /// contract under many rules, so it walks integers, not string-keyed maps.
+    /// In code order.
+    departments: Vec<Department>,
+    /// Department code → index into `departments`, and each index's parent index:
+    /// `in_tree` runs for every contract under many rules and mappings read department names
+    /// for every account, so lookups hash once and walks follow integers, not string-keyed
+    /// maps.
     ids: std::collections::HashMap<String, u32, FxBuild>,
     parents: Vec<Option<u32>>,
 }
@@ -72,35 +75,35 @@ impl Org {
             })
             .collect();
         Self {
-            departments,
+            departments: departments.into_values().collect(),
             ids,
             parents,
         }
     }
 
     pub fn department(&self, code: &str) -> Option<&Department> {
-        self.departments.get(code)
+        let id = *self.ids.get(code)?;
+        self.departments.get(id as usize)
     }
 
-    pub fn departments(&self) -> &BTreeMap<String, Department> {
+    /// Every department, in code order.
+    pub fn departments(&self) -> &[Department] {
         &self.departments
     }
 
     /// The department and its ancestors, nearest first. Stops at an unknown parent or a cycle.
     pub fn ancestry<'a>(&'a self, code: &'a str) -> impl Iterator<Item = &'a Department> + 'a {
-        let mut next = self.departments.get(code);
+        let mut next = self.ids.get(code).copied();
         let mut seen = 0usize;
         std::iter::from_fn(move || {
-            let current = next?;
+            let id = next? as usize;
             seen += 1;
-            next =
-                if seen >= MAX_DEPTH || current.parent.is_empty() || current.parent == current.code
-                {
-                    None
-                } else {
-                    self.departments.get(&current.parent)
-                };
-            Some(current)
+            next = if seen >= MAX_DEPTH {
+                None
+            } else {
+                self.parents.get(id).copied().flatten()
+            };
+            self.departments.get(id)
         })
     }
 

@@ -162,47 +162,63 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
-fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+/// A `VmHWM:`-style line of a /proc status file, in MB.
+fn status_mb(status: &str, key: &str) -> Option<f64> {
+    let line = status.lines().find(|l| l.starts_with(key))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
 }
 
-/// Starts a new peak: Linux resets VmHWM to the current RSS on writing 5 to clear_refs, so
-/// each phase reports its own peak instead of the whole process's.
+fn peak_rss_mb() -> Option<f64> {
+    status_mb(
+        &std::fs::read_to_string("/proc/self/status").ok()?,
+        "VmHWM:",
+    )
+}
+
+/// Starts a new peak: Linux resets VmHWM to the current RSS on writing 5 to clear_refs. Used
+/// by the apply benchmark, whose steps share one process.
 fn reset_peak() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-/// User + system CPU time of the whole process (all threads), from /proc/self/stat. The
-/// machine is shared, so CPU time says more about a change than wall time does.
-fn cpu_time() -> Duration {
-    let ticks = std::fs::read_to_string("/proc/self/stat")
+/// Fields 14-17 of /proc/self/stat: user and system CPU time of this process (all threads),
+/// and of the children it has waited for. The machine is shared, so CPU time says more about
+/// a change than wall time does.
+fn proc_times() -> [Duration; 4] {
+    let ticks: Vec<u64> = std::fs::read_to_string("/proc/self/stat")
         .ok()
         .and_then(|s| {
             // Fields after the command name, which is in parentheses and may hold spaces.
             let rest = s.get(s.rfind(')')? + 2..)?.to_owned();
             let f: Vec<&str> = rest.split_whitespace().collect();
-            let utime: u64 = f.get(11)?.parse().ok()?;
-            let stime: u64 = f.get(12)?.parse().ok()?;
-            Some(utime + stime)
+            f.get(11..15)?.iter().map(|t| t.parse().ok()).collect()
         })
-        .unwrap_or(0);
+        .unwrap_or_else(|| vec![0; 4]);
     // USER_HZ is 100 on every Linux koppel runs on.
-    Duration::from_millis(ticks * 10)
+    std::array::from_fn(|i| Duration::from_millis(ticks.get(i).copied().unwrap_or(0) * 10))
+}
+
+fn cpu_time() -> Duration {
+    let [user, system, _, _] = proc_times();
+    user + system
+}
+
+fn children_cpu_time() -> Duration {
+    let [_, _, user, system] = proc_times();
+    user + system
 }
 
 /// Wall time, CPU time and peak memory of one phase.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 struct Phase {
     wall: Duration,
     cpu: Duration,
     peak_mb: f64,
 }
 
+/// Runs `f` and measures it; the peak is the process's so far (VmHWM is never reset here).
 fn measure<T>(f: impl FnOnce() -> T) -> (T, Phase) {
-    reset_peak();
     let (t, c) = (Instant::now(), cpu_time());
     let out = f();
     let phase = Phase {
@@ -213,22 +229,34 @@ fn measure<T>(f: impl FnOnce() -> T) -> (T, Phase) {
     (out, phase)
 }
 
-struct Run {
+/// What one measuring child process reports, as one JSON line on its stdout.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Report {
     parse: Phase,
-    plan_empty: Phase,
-    record: Phase,
-    plan_uptodate: Phase,
+    /// Reading the known state (and previous snapshot) from the state file.
+    state: Option<Phase>,
+    plan: Phase,
     actions: usize,
-    uptodate_actions: usize,
+    diagnostics: usize,
+    blocked: usize,
 }
 
+const TODAY: (i32, u32, u32) = (2026, 11, 23);
+
+fn today() -> anyhow::Result<koppel_core::Date> {
+    koppel_core::Date::from_ymd_opt(TODAY.0, TODAY.1, TODAY.2).context("a valid date")
+}
+
+/// `koppel bench`: writes the data and configuration to a folder, then measures each case in a
+/// fresh child process, so that no measurement carries memory the allocator kept from the
+/// data generation or an earlier phase. The peaks are those of the whole child process.
 pub fn run(
     persons: usize,
     seed: u64,
     runs: usize,
     write_to: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {
-    let today = koppel_core::Date::from_ymd_opt(2026, 11, 23).context("a valid date")?;
+    let today = today()?;
     let dir = tempfile::tempdir()?;
     let dir_path = write_to.unwrap_or(dir.path());
     let data = dir_path.join("hr");
@@ -243,139 +271,258 @@ pub fn run(
     );
     let text = bench_config(&snapshot, "hr");
     drop(snapshot);
-    if let Some(out) = write_to {
-        std::fs::write(out.join("koppel.toml"), &text)?;
-        println!("wrote {} and its data", out.join("koppel.toml").display());
+    std::fs::write(dir_path.join("koppel.toml"), &text)?;
+    if write_to.is_some() {
+        println!(
+            "wrote {} and its data",
+            dir_path.join("koppel.toml").display()
+        );
         return Ok(ExitCode::SUCCESS);
     }
-    let config = load_config(&text)?;
-    let source = config
-        .sources
-        .first()
-        .context("bench config has a source")?
-        .clone();
+    let rules = load_config(&text)?.rules.len();
+    let exe = std::env::current_exe().context("cannot find the koppel binary to run")?;
 
-    let mut results = Vec::new();
-    for i in 0..runs.max(1) {
-        let (fetched, parse) = measure(|| koppel_connectors::source::load(&source, dir_path));
-        let fetched = fetched?;
-        let empty = KnownState::default();
-        let live = koppel_core::LiveValues::default();
-        let (plan, plan_empty) = measure(|| {
-            koppel_core::plan(&PlanInput {
-                config: &config,
-                snapshot: &fetched.snapshot,
-                previous: None,
-                known: &empty,
-                live: &live,
-                now: today,
-            })
-        });
-        if i == 0 {
-            let errors = plan
-                .diagnostics
-                .iter()
-                .filter(|d| d.severity == koppel_core::Severity::Error)
-                .count();
-            eprintln!(
-                "plan: {} actions, {} diagnostics ({errors} errors), {} blocked",
-                plan.actions.len(),
-                plan.diagnostics.len(),
-                plan.blocked.len()
-            );
-        }
-        let actions = plan.actions.len();
-        // The known state after applying that plan. A real run holds one plan or the other,
-        // never both: the first is consumed here.
-        let (known, record) = measure(|| {
-            let mut known = KnownState::default();
-            for a in plan.actions {
-                known.record(&a, today);
-            }
-            known
-        });
-        let (again, plan_uptodate) = measure(|| {
-            koppel_core::plan(&PlanInput {
-                config: &config,
-                snapshot: &fetched.snapshot,
-                previous: Some(&fetched.snapshot),
-                known: &known,
-                live: &live,
-                now: today,
-            })
-        });
-        if i == 0 && !again.is_empty() {
-            eprintln!("warning: the second plan is not empty; first actions:");
-            for a in again.actions.iter().take(5) {
-                eprintln!("  {}", serde_json::to_string(a)?);
-            }
-        }
-        results.push(Run {
-            parse,
-            plan_empty,
-            record,
-            plan_uptodate,
-            actions,
-            uptodate_actions: again.actions.len(),
-        });
+    // The known state after applying the first plan (and that snapshot as the previous one),
+    // as a state file: what the up-to-date case and `koppel plan --state` read.
+    let state = dir_path.join("state.json");
+    child_report(&exe, "state", dir_path)?;
+
+    let mut empty = Vec::new();
+    let mut uptodate = Vec::new();
+    let mut cli: Vec<[Phase; 3]> = Vec::new();
+    let config = dir_path.join("koppel.toml");
+    let now = format!("--now={}", today);
+    let config_arg = format!("--config={}", config.display());
+    let state_arg = format!("--state={}", state.display());
+    for _ in 0..runs.max(1) {
+        empty.push(child_report(&exe, "empty", dir_path)?);
+        uptodate.push(child_report(&exe, "uptodate", dir_path)?);
+        cli.push([
+            command(&exe, &["plan", &config_arg, &now, "--output=json"])?,
+            command(&exe, &["plan", &config_arg, &now])?,
+            command(
+                &exe,
+                &["plan", &config_arg, &now, &state_arg, "--output=json"],
+            )?,
+        ]);
     }
-    let median = |f: &dyn Fn(&Run) -> Phase| {
-        let mut v: Vec<Phase> = results.iter().map(f).collect();
+    let first = &empty[0];
+    anyhow::ensure!(
+        uptodate[0].actions == 0,
+        "the plan against the up-to-date state has {} actions",
+        uptodate[0].actions
+    );
+    eprintln!(
+        "plan: {} actions, {} diagnostics, {} blocked",
+        first.actions, first.diagnostics, first.blocked
+    );
+    let median = |v: Vec<Phase>| {
+        let mut v = v;
         v.sort_by_key(|p| p.wall);
         v[v.len() / 2]
     };
-    let parse = median(&|r| r.parse);
-    let empty = median(&|r| r.plan_empty);
-    let record = median(&|r| r.record);
-    let upto = median(&|r| r.plan_uptodate);
+    let pick = |rs: &[Report], f: &dyn Fn(&Report) -> Phase| median(rs.iter().map(f).collect());
     let rate = |d: Duration| persons as f64 / secs(d).max(1e-9);
     println!(
-        "koppel bench: {persons} persons, {contracts} contracts, 3 targets, {} rules, {} runs (median by wall time)",
-        config.rules.len(),
-        results.len()
+        "koppel bench: {persons} persons, {contracts} contracts, 3 targets, {rules} rules, {} runs (median by wall time)",
+        empty.len()
     );
+    println!("  each case in a fresh process; peak RSS is that process's peak up to the line");
     println!(
-        "                                     wall          rate       CPU (user+sys)   peak RSS"
+        "                                       wall          rate    CPU (user+sys)   peak RSS"
     );
     let line = |label: &str, p: Phase, extra: String| {
         println!(
-            "  {label:<30} {:>7.3} s {:>9.0} persons/s {:>7.3} s {:>8.0} MB{extra}",
+            "  {label:<32} {:>7.3} s {:>9.0}/s {:>9.3} s {:>9.0} MB{extra}",
             secs(p.wall),
             rate(p.wall),
             secs(p.cpu),
             p.peak_mb
         );
     };
+    let parse = pick(&empty, &|r| r.parse);
+    let plan_empty = pick(&empty, &|r| r.plan);
+    let both = |a: Phase, b: Phase| Phase {
+        wall: a.wall + b.wall,
+        cpu: a.cpu + b.cpu,
+        peak_mb: a.peak_mb.max(b.peak_mb),
+    };
     line("parse CSV", parse, String::new());
     line(
         "plan, empty known state",
-        empty,
-        format!("  ({} actions)", results[0].actions),
+        plan_empty,
+        format!("  ({} actions)", first.actions),
     );
     line(
+        "parse + plan (empty)",
+        both(parse, plan_empty),
+        String::new(),
+    );
+    let parse2 = pick(&uptodate, &|r| r.parse);
+    let read = pick(&uptodate, &|r| r.state.unwrap_or_default());
+    let plan_upto = pick(&uptodate, &|r| r.plan);
+    line("parse CSV", parse2, String::new());
+    line("read known state (state file)", read, String::new());
+    line(
         "plan, up-to-date known state",
-        upto,
-        format!("  ({} actions)", results[0].uptodate_actions),
+        plan_upto,
+        format!("  ({} actions)", uptodate[0].actions),
+    );
+    line(
+        "parse + plan (up to date)",
+        both(parse2, plan_upto),
+        String::new(),
     );
     println!(
-        "  parse + plan (empty)           {:>7.3} s                     {:>7.3} s",
-        secs(parse.wall + empty.wall),
-        secs(parse.cpu + empty.cpu)
+        "  whole commands, stdout to /dev/null (wall and CPU of the process, peak polled from /proc):"
+    );
+    let pick_cli = |i: usize| median(cli.iter().map(|c| c[i]).collect());
+    line("koppel plan --output json", pick_cli(0), String::new());
+    line("koppel plan (text)", pick_cli(1), String::new());
+    line(
+        "koppel plan --state (up to date)",
+        pick_cli(2),
+        String::new(),
     );
     println!(
-        "  parse + plan (up to date)      {:>7.3} s                     {:>7.3} s",
-        secs(parse.wall + upto.wall),
-        secs(parse.cpu + upto.cpu)
-    );
-    println!(
-        "  (recording the known state: {:.3} s, peak {:.0} MB; peaks are per phase, VmHWM reset before each)",
-        secs(record.wall),
-        record.peak_mb
-    );
-    println!(
-        "  threads                        {:>8}",
+        "  threads                          {:>7}",
         rayon::current_num_threads()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `koppel bench --measure KIND --data DIR` and reads its report.
+fn child_report(
+    exe: &std::path::Path,
+    kind: &str,
+    dir: &std::path::Path,
+) -> anyhow::Result<Report> {
+    let out = std::process::Command::new(exe)
+        .args(["bench", "--measure", kind, "--data"])
+        .arg(dir)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {}", exe.display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "the {kind} measurement failed: {}",
+        out.status
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or_default();
+    serde_json::from_str(line).with_context(|| format!("the {kind} measurement reported {line:?}"))
+}
+
+/// Runs a whole koppel command with its output to /dev/null: wall time, CPU time (from this
+/// process's children times) and the peak, polled from /proc while it runs.
+fn command(exe: &std::path::Path, args: &[&str]) -> anyhow::Result<Phase> {
+    let (t, cpu) = (Instant::now(), children_cpu_time());
+    let mut child = std::process::Command::new(exe)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot run {}", exe.display()))?;
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak: f64 = 0.0;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if let Some(mb) = std::fs::read_to_string(&status_file)
+            .ok()
+            .and_then(|s| status_mb(&s, "VmHWM:"))
+        {
+            peak = peak.max(mb);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    anyhow::ensure!(
+        status.success(),
+        "koppel {} failed: {status}",
+        args.join(" ")
+    );
+    Ok(Phase {
+        wall: t.elapsed(),
+        cpu: children_cpu_time().saturating_sub(cpu),
+        peak_mb: peak,
+    })
+}
+
+/// The child side of `koppel bench`: one case in this fresh process, reported as one JSON line.
+/// `state` writes the state file the others read; `empty` parses and plans against an empty
+/// known state; `uptodate` parses, reads the state file and plans against it.
+pub fn measure_child(kind: &str, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let today = today()?;
+    let text = std::fs::read_to_string(dir.join("koppel.toml"))?;
+    let config = load_config(&text)?;
+    let source = config
+        .sources
+        .first()
+        .context("bench config has a source")?;
+    let (fetched, parse) = measure(|| koppel_connectors::source::load(source, dir));
+    let fetched = fetched?;
+    let live = koppel_core::LiveValues::default();
+    let state_path = dir.join("state.json");
+    let mut report = Report {
+        parse,
+        ..Report::default()
+    };
+    let plan = match kind {
+        "state" | "empty" => {
+            let empty = KnownState::default();
+            let (plan, phase) = measure(|| {
+                koppel_core::plan(&PlanInput {
+                    config: &config,
+                    snapshot: &fetched.snapshot,
+                    previous: None,
+                    known: &empty,
+                    live: &live,
+                    now: today,
+                })
+            });
+            report.plan = phase;
+            plan
+        }
+        "uptodate" => {
+            let (state, phase) = measure(|| -> anyhow::Result<crate::run::StateFile> {
+                let file = std::fs::File::open(&state_path)?;
+                Ok(serde_json::from_reader(std::io::BufReader::new(file))?)
+            });
+            let state = state?;
+            report.state = Some(phase);
+            let (plan, phase) = measure(|| {
+                koppel_core::plan(&PlanInput {
+                    config: &config,
+                    snapshot: &fetched.snapshot,
+                    previous: state.previous.as_ref(),
+                    known: &state.known,
+                    live: &live,
+                    now: today,
+                })
+            });
+            report.plan = phase;
+            plan
+        }
+        other => anyhow::bail!("unknown measurement {other:?}"),
+    };
+    report.actions = plan.actions.len();
+    report.diagnostics = plan.diagnostics.len();
+    report.blocked = plan.blocked.len();
+    if kind == "state" {
+        let mut known = KnownState::default();
+        for a in &plan.actions {
+            known.record(a, today);
+        }
+        let file = crate::run::StateFile {
+            known,
+            previous: Some(fetched.snapshot),
+        };
+        let out = std::io::BufWriter::new(std::fs::File::create(&state_path)?);
+        serde_json::to_writer(out, &file)?;
+    }
+    println!("{}", serde_json::to_string(&report)?);
+    // The process ends here: freeing the plan piece by piece would only cost time.
+    std::mem::forget(plan);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -383,7 +530,7 @@ pub fn run(
 /// three targets kept there), a re-run with no change, and a month of change.
 pub fn run_apply(persons: usize, seed: u64) -> anyhow::Result<ExitCode> {
     use crate::apply::{Context, Progress, Request};
-    let today = koppel_core::Date::from_ymd_opt(2026, 11, 23).context("a valid date")?;
+    let today = today()?;
     let later = koppel_core::Date::from_ymd_opt(2026, 12, 23).context("a valid date")?;
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("hr");

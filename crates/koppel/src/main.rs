@@ -218,6 +218,12 @@ enum Command {
         /// With --daemon: how many movers to push.
         #[arg(long, default_value_t = 1000)]
         pushes: usize,
+        /// Internal: measure one case in this process (`koppel bench` runs each in a child).
+        #[arg(long, hide = true, requires = "data")]
+        measure: Option<String>,
+        /// Internal: the folder `--measure` reads.
+        #[arg(long, hide = true)]
+        data: Option<PathBuf>,
     },
 }
 
@@ -301,11 +307,16 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 let id = run::save_plan(&common, &loaded, plan.clone())?;
                 eprintln!("saved plan {id}: apply it with `koppel apply {id}`");
             }
-            Ok(if detailed_exitcode && !plan.is_empty() {
+            let code = if detailed_exitcode && !plan.is_empty() {
                 ExitCode::from(2)
             } else {
                 ExitCode::SUCCESS
-            })
+            };
+            // The process ends now: freeing a large plan and its inputs piece by piece would
+            // only cost time (about a second at 100,000 persons).
+            std::mem::forget(plan);
+            std::mem::forget(loaded);
+            Ok(code)
         }
         Command::Explain {
             external_id,
@@ -386,8 +397,12 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             apply,
             daemon,
             pushes,
+            measure,
+            data,
         } => {
-            if daemon {
+            if let (Some(kind), Some(dir)) = (measure, data) {
+                bench::measure_child(&kind, &dir)
+            } else if daemon {
                 bench_daemon::run(persons, seed, pushes)
             } else if apply {
                 bench::run_apply(persons, seed)

@@ -95,27 +95,28 @@ pub fn reason_text(r: &Reason) -> String {
     s
 }
 
-fn reasons_text(rs: &[Reason]) -> String {
-    rs.iter().map(reason_text).collect::<Vec<_>>().join(" · ")
-}
-
-/// The plan as JSON: an object with the date, guard breaches, population, actions,
-/// blocked persons and diagnostics.
-pub fn plan_json(plan: &Plan) -> anyhow::Result<String> {
-    Ok(serde_json::to_string_pretty(plan)?)
+/// Writes the plan as JSON (an object with the date, guard breaches, population, actions,
+/// blocked persons and diagnostics) and a newline to `out` as it is made: a plan of 100,000
+/// persons is hundreds of megabytes of JSON, which must not be held in memory as one string.
+pub fn write_plan_json(out: &mut impl Write, plan: &Plan) -> anyhow::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, plan)?;
+    writeln!(out)?;
+    Ok(())
 }
 
 pub fn plan(loaded: &Loaded, plan: &Plan, output: Output, summary: bool) -> anyhow::Result<()> {
-    let mut out = anstream::stdout().lock();
+    // Buffered: the text of a large plan is millions of short writes.
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, anstream::stdout().lock());
     if output == Output::Json {
-        writeln!(out, "{}", plan_json(plan)?)?;
-        return Ok(());
+        write_plan_json(&mut out, plan)?;
+    } else {
+        header(&mut out, loaded, plan)?;
+        if !summary {
+            actions(&mut out, &loaded.snapshot, plan, None)?;
+        }
+        footer(&mut out, plan)?;
     }
-    header(&mut out, loaded, plan)?;
-    if !summary {
-        actions(&mut out, &loaded.snapshot, plan, None)?;
-    }
-    footer(&mut out, plan)?;
+    out.flush()?;
     Ok(())
 }
 
@@ -210,11 +211,16 @@ pub fn actions(
         let shown = limit.unwrap_or(usize::MAX);
         let mut per_kind: BTreeMap<ActionKind, usize> = BTreeMap::new();
         let mut hidden = 0;
+        // A person's actions of one kind follow each other: their label is made once.
+        let mut label: (&str, String) = ("", String::new());
         for a in &list {
             let n = per_kind.entry(a.kind).or_default();
             *n += 1;
             if *n <= shown {
-                action(out, snapshot, a)?;
+                if label.0 != a.person || label.1.is_empty() {
+                    label = (&a.person, person_label(snapshot, &a.person));
+                }
+                action_labelled(out, &label.1, a)?;
             } else {
                 hidden += 1;
             }
@@ -230,18 +236,24 @@ pub fn actions(
 }
 
 fn action(out: &mut impl Write, snapshot: &Snapshot, a: &Action) -> anyhow::Result<()> {
+    action_labelled(out, &person_label(snapshot, &a.person), a)
+}
+
+/// An action, its person shown as `label` (see [`person_label`]).
+fn action_labelled(out: &mut impl Write, label: &str, a: &Action) -> anyhow::Result<()> {
     let (st, sign) = style(a.kind);
-    let what = match &a.permission {
-        Some(p) => format!(" {p:?} for"),
-        None => String::new(),
-    };
-    writeln!(
-        out,
-        "  {st}{sign} {:<7}{st:#}{what} {}  {DIM}[{}]{DIM:#}",
-        a.kind.as_str(),
-        person_label(snapshot, &a.person),
-        reasons_text(&a.reasons)
-    )?;
+    write!(out, "  {st}{sign} {:<7}{st:#}", a.kind.as_str())?;
+    if let Some(p) = &a.permission {
+        write!(out, " {p:?} for")?;
+    }
+    write!(out, " {label}  {DIM}[")?;
+    for (i, r) in a.reasons.iter().enumerate() {
+        if i > 0 {
+            out.write_all(" · ".as_bytes())?;
+        }
+        out.write_all(reason_text(r).as_bytes())?;
+    }
+    writeln!(out, "]{DIM:#}")?;
     let width = a
         .attributes
         .keys()
@@ -534,7 +546,7 @@ fn with_explain<R>(
                     permissions: v
                         .permissions
                         .iter()
-                        .map(|(n, g)| (n.as_str(), grounds_json(config, p, g)))
+                        .map(|(n, g)| (n, grounds_json(config, p, g)))
                         .collect(),
                     why_not: (!v.account).then(|| why_not(config, &e, ti)),
                 }

@@ -1198,6 +1198,21 @@ pub(crate) fn eval<'a>(
     node.eval(&Cx::new(scope, shared))
 }
 
+/// Whether `v`, once converted and normalized as a mapping's result, certainly equals `known`
+/// (see [`super::same_value`]). Answers for the shapes mappings mostly give, without
+/// allocating; `false` means "compare the converted value".
+pub(crate) fn same_as_known(v: &V<'_>, known: Option<&AttrValue>) -> bool {
+    let null = || matches!(known, None | Some(AttrValue::Null));
+    match (v, known) {
+        (V::Null, _) => null(),
+        (V::Str(s), _) if s.is_empty() => null(),
+        (V::Str(s), Some(AttrValue::Text(k))) => s.as_ref() == k.as_str(),
+        (V::Bool(b), Some(AttrValue::Bool(k))) => b == k,
+        (V::Int(i), Some(AttrValue::Int(k))) => i == k,
+        _ => false,
+    }
+}
+
 /// Evaluates a condition.
 pub(crate) fn test<'a>(
     node: &'a Node,

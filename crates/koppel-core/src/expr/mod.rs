@@ -220,6 +220,27 @@ impl Expr {
     }
 
     /// A non-bool result is an error naming the type it got.
+    /// Evaluates a mapping and compares its normalized value with `known`, the value last
+    /// written (`None`: absent). `Ok(None)` when they are the same: the common case against an
+    /// up-to-date state, compared on the borrowed result without building an `AttrValue`.
+    pub fn eval_changed(
+        &self,
+        scope: &Scope<'_>,
+        known: Option<&AttrValue>,
+    ) -> Result<Option<AttrValue>, EvalError> {
+        let to = match &self.inner.fast {
+            Some(node) => {
+                let v = fast::eval(node, scope, &self.inner.shared)?;
+                if fast::same_as_known(&v, known) {
+                    return Ok(None);
+                }
+                v.into_attr()?.normalized()
+            }
+            None => self.eval_interpreted(scope)?.normalized(),
+        };
+        Ok((!same_value(known, &to)).then_some(to))
+    }
+
     pub fn eval_bool(&self, scope: &Scope<'_>) -> Result<bool, EvalError> {
         match &self.inner.fast {
             Some(node) => fast::test(node, scope, &self.inner.shared),
@@ -249,6 +270,15 @@ impl Expr {
             .shared
             .interp
             .eval(&self.inner.program, scope, &self.inner.source)
+    }
+}
+
+/// Whether a desired (normalized) value `to` is what `known` holds; an absent value and null
+/// are the same.
+pub fn same_value(known: Option<&AttrValue>, to: &AttrValue) -> bool {
+    match known {
+        Some(from) => from == to,
+        None => to.is_null(),
     }
 }
 

@@ -13,11 +13,12 @@ use crate::value::AttrValue;
 
 type Accounts = BTreeMap<String, BTreeMap<String, AttrValue>>;
 
-/// Actions for one person in every target, in target order.
+/// Actions for one person in every target, in target order. Takes the generated values and
+/// their inputs out of `e`.
 pub(crate) fn person_actions(
     ctx: &Ctx<'_>,
-    e: &PersonEval<'_>,
-    before: Option<&Person>,
+    e: &mut PersonEval<'_>,
+    previous: Option<&Snapshot>,
 ) -> (Vec<Action>, Vec<Diagnostic>) {
     let mut actions = Vec::new();
     let mut diags = Vec::new();
@@ -30,7 +31,8 @@ pub(crate) fn person_actions(
     let mut accounts: Accounts = BTreeMap::new();
     let mut changed_fields: Option<Vec<String>> = None;
     for (ti, target) in ctx.cfg.targets.iter().enumerate() {
-        let v = &e.targets[ti];
+        // Generated values and their inputs move into the actions.
+        let v = &mut e.targets[ti];
         let known = v.known;
         if v.held {
             continue;
@@ -93,63 +95,6 @@ pub(crate) fn person_actions(
                 &ctx.no_accounts
             },
         });
-        // Keys borrow the configuration's names: only changed attributes get owned keys.
-        let mut desired: BTreeMap<&str, AttrValue> = BTreeMap::new();
-        let mut failed = false;
-        for a in &target.attributes {
-            // An only-on-create attribute of an existing account is never re-evaluated.
-            if a.on_create_only && known.is_some() {
-                continue;
-            }
-            match a.expr.eval(&scope) {
-                Ok(val) => {
-                    desired.insert(a.name.as_str(), val.normalized());
-                }
-                Err(err) => {
-                    failed = true;
-                    diags.push(
-                        Diagnostic::error(
-                            "mapping_evaluation",
-                            format!(
-                                "target {:?} attribute {:?}: {err}; the account is left untouched",
-                                target.name, a.name
-                            ),
-                        )
-                        .for_person(id),
-                    );
-                }
-            }
-        }
-        if failed {
-            continue;
-        }
-        for (f, val) in &v.generated {
-            desired.insert(f.as_str(), val.clone());
-        }
-        // Account data for the targets that come after this one.
-        if read_later {
-            let mut data: BTreeMap<String, AttrValue> = target
-                .attributes
-                .iter()
-                .filter(|a| a.store)
-                .filter_map(|a| {
-                    desired
-                        .get(a.name.as_str())
-                        .or_else(|| known.and_then(|k| k.attributes.get(&a.name)))
-                        .map(|val| (a.name.clone(), val.clone()))
-                })
-                .collect();
-            for f in target.generated_fields() {
-                if let Some(val) = desired
-                    .get(f)
-                    .or_else(|| known.and_then(|k| k.attributes.get(f)))
-                {
-                    data.insert(f.to_owned(), val.clone());
-                }
-            }
-            accounts.insert(target.name.clone(), data);
-        }
-
         let grounds_reason = |g: &Grounds| {
             Reason::new(Origin::RuleMatched)
                 .rules(
@@ -165,100 +110,245 @@ pub(crate) fn person_actions(
                         .collect(),
                 )
         };
-        match known {
-            None => {
-                let mut a = Action::new(
-                    &target.name,
-                    id,
-                    ActionKind::Create,
-                    vec![grounds_reason(&v.grounds)],
-                );
-                if !v.enabled
-                    && let Some(start) = v.first_start
-                {
-                    a.reasons.push(Reason::new(Origin::PreBoarding).date(start));
-                }
-                a.correlation = target
-                    .correlation
-                    .as_ref()
-                    .and_then(|c| desired.get(c.as_str()).map(|val| (c.clone(), val.clone())));
-                a.attributes = desired
-                    .into_iter()
-                    .filter(|(_, v)| !v.is_null())
-                    .map(|(k, v)| (k.to_owned(), v))
-                    .collect();
-                a.enabled = Some(v.enabled);
-                a.generator_inputs = v.generator_inputs.clone();
-                actions.push(a);
-                for (name, g) in v.permissions.iter() {
-                    let mut a =
-                        Action::new(&target.name, id, ActionKind::Grant, vec![grounds_reason(g)]);
-                    a.permission = Some(name.clone());
-                    actions.push(a);
+        let Some(k) = known else {
+            // A new account: every attribute, in name order (attributes are; generated
+            // values are merged in, and win over a mapping of the same name).
+            let mut desired: Vec<(&str, AttrValue)> = Vec::with_capacity(target.attributes.len());
+            let mut failed = false;
+            for a in &target.attributes {
+                match a.expr.eval(&scope) {
+                    Ok(val) => desired.push((a.name.as_str(), val.normalized())),
+                    Err(err) => {
+                        failed = true;
+                        diags.push(mapping_failed(target, &a.name, &err.to_string(), id));
+                    }
                 }
             }
-            Some(k) => {
-                let changes: BTreeMap<String, Change> = desired
-                    .into_iter()
-                    .filter_map(|(name, to)| {
-                        let same = match k.attributes.get(name) {
-                            Some(from) => *from == to,
-                            None => to.is_null(),
-                        };
-                        (!same).then(|| {
-                            let from = k.attributes.get(name).cloned().unwrap_or_default();
-                            (name.to_owned(), Change { from, to })
-                        })
-                    })
-                    .collect();
-                if !changes.is_empty() {
-                    let fields = changed_fields.get_or_insert_with(|| {
-                        before
-                            .map(|b| source_changes(b, person))
-                            .unwrap_or_default()
-                    });
-                    let mut reasons = Vec::new();
-                    if !v.generator_inputs.is_empty() {
-                        reasons.push(
-                            Reason::new(Origin::Regenerated)
-                                .rules(v.generator_inputs.keys().cloned().collect()),
-                        );
-                    }
-                    reasons.push(if fields.is_empty() {
-                        Reason::new(Origin::MappingChanged)
-                    } else {
-                        Reason::new(Origin::PersonUpdated).fields(fields.clone())
-                    });
-                    let mut a = Action::new(&target.name, id, ActionKind::Update, reasons);
-                    a.changes = changes;
-                    a.generator_inputs = v.generator_inputs.clone();
-                    actions.push(a);
+            if failed {
+                continue;
+            }
+            for (f, val) in std::mem::take(&mut v.generated) {
+                match desired.iter_mut().find(|(n, _)| *n == f) {
+                    Some(slot) => slot.1 = val,
+                    None => desired.push((target_field(target, &f), val)),
                 }
-                lifecycle(ctx, &target.name, person, v, k, &mut actions);
-                for (name, g) in v.permissions.iter() {
-                    if !k.permissions.contains(name) {
-                        let mut a = Action::new(
-                            &target.name,
-                            id,
-                            ActionKind::Grant,
-                            vec![grounds_reason(g)],
-                        );
-                        a.permission = Some(name.clone());
-                        actions.push(a);
-                    }
-                }
-                for name in &k.permissions {
-                    if !v.permissions.contains_key(name) {
-                        let reason = revoke_reason(ctx, ti, person, name);
-                        let mut a = Action::new(&target.name, id, ActionKind::Revoke, vec![reason]);
-                        a.permission = Some(name.clone());
-                        actions.push(a);
-                    }
+            }
+            desired.sort_by(|a, b| a.0.cmp(b.0));
+            if read_later {
+                let data = account_data(target, |name| {
+                    desired
+                        .binary_search_by(|(n, _)| (*n).cmp(name))
+                        .ok()
+                        .map(|i| &desired[i].1)
+                });
+                accounts.insert(target.name.clone(), data);
+            }
+            let mut a = Action::new(
+                &target.name,
+                id,
+                ActionKind::Create,
+                vec![grounds_reason(&v.grounds)],
+            );
+            if !v.enabled
+                && let Some(start) = v.first_start
+            {
+                a.reasons.push(Reason::new(Origin::PreBoarding).date(start));
+            }
+            a.correlation = target.correlation.as_ref().and_then(|c| {
+                desired
+                    .iter()
+                    .find(|(n, _)| *n == c.as_str())
+                    .map(|(_, val)| (c.clone(), val.clone()))
+            });
+            a.attributes = desired
+                .into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
+            a.enabled = Some(v.enabled);
+            a.generator_inputs = std::mem::take(&mut v.generator_inputs);
+            actions.push(a);
+            for (name, g) in v.permissions.iter() {
+                let mut a =
+                    Action::new(&target.name, id, ActionKind::Grant, vec![grounds_reason(g)]);
+                a.permission = Some(name.to_owned());
+                actions.push(a);
+            }
+            continue;
+        };
+
+        // An existing account: each value is compared with what was last written, borrowed,
+        // so an unchanged account costs no allocation.
+        let mut wanted: Vec<(&str, Wanted<'_>)> = Vec::with_capacity(target.attributes.len());
+        let mut failed = false;
+        // Attributes and known values are both in name order: one walk pairs them.
+        let sorted = ctx.attributes_sorted[ti];
+        let mut held = k.attributes.iter().peekable();
+        for a in &target.attributes {
+            let from = if sorted {
+                while held
+                    .next_if(|(n, _)| n.as_str() < a.name.as_str())
+                    .is_some()
+                {}
+                held.next_if(|(n, _)| n.as_str() == a.name.as_str())
+                    .map(|(_, v)| v)
+            } else {
+                k.attributes.get(&a.name)
+            };
+            // An only-on-create attribute of an existing account is never re-evaluated.
+            if a.on_create_only {
+                continue;
+            }
+            match a.expr.eval_changed(&scope, from) {
+                Ok(None) => wanted.push((a.name.as_str(), Wanted::Same(from))),
+                Ok(Some(to)) => wanted.push((a.name.as_str(), Wanted::New(to))),
+                Err(err) => {
+                    failed = true;
+                    diags.push(mapping_failed(target, &a.name, &err.to_string(), id));
                 }
             }
         }
+        if failed {
+            continue;
+        }
+        for (f, val) in std::mem::take(&mut v.generated) {
+            let from = k.attributes.get(&f);
+            let w = if crate::expr::same_value(from, &val) {
+                Wanted::Same(from)
+            } else {
+                Wanted::New(val)
+            };
+            match wanted.iter_mut().find(|(n, _)| *n == f) {
+                Some(slot) => slot.1 = w,
+                None => wanted.push((target_field(target, &f), w)),
+            }
+        }
+        if read_later {
+            let data = account_data(target, |name| {
+                match wanted.iter().find(|(n, _)| *n == name) {
+                    Some((_, Wanted::New(val))) => Some(val),
+                    Some((_, Wanted::Same(Some(val)))) => Some(*val),
+                    Some((_, Wanted::Same(None))) => Some(&NULL),
+                    None => k.attributes.get(name),
+                }
+            });
+            accounts.insert(target.name.clone(), data);
+        }
+        let changes: BTreeMap<String, Change> = wanted
+            .into_iter()
+            .filter_map(|(name, w)| match w {
+                Wanted::Same(_) => None,
+                Wanted::New(to) => {
+                    let from = k.attributes.get(name).cloned().unwrap_or_default();
+                    Some((name.to_owned(), Change { from, to }))
+                }
+            })
+            .collect();
+        if !changes.is_empty() {
+            let fields = changed_fields.get_or_insert_with(|| {
+                previous
+                    .and_then(|s| s.person(&person.external_id))
+                    .map(|b| source_changes(b, person))
+                    .unwrap_or_default()
+            });
+            let mut reasons = Vec::new();
+            if !v.generator_inputs.is_empty() {
+                reasons.push(
+                    Reason::new(Origin::Regenerated)
+                        .rules(v.generator_inputs.keys().cloned().collect()),
+                );
+            }
+            reasons.push(if fields.is_empty() {
+                Reason::new(Origin::MappingChanged)
+            } else {
+                Reason::new(Origin::PersonUpdated).fields(fields.clone())
+            });
+            let mut a = Action::new(&target.name, id, ActionKind::Update, reasons);
+            a.changes = changes;
+            a.generator_inputs = std::mem::take(&mut v.generator_inputs);
+            actions.push(a);
+        }
+        lifecycle(ctx, &target.name, person, v, k, &mut actions);
+        // Both in name order: one walk finds what to grant and what to revoke.
+        let mut wanted = v.permissions.iter().peekable();
+        let mut revoke = Vec::new();
+        for name in &k.permissions {
+            while let Some((w, g)) = wanted.next_if(|(w, _)| *w < name.as_str()) {
+                let mut a =
+                    Action::new(&target.name, id, ActionKind::Grant, vec![grounds_reason(g)]);
+                a.permission = Some(w.to_owned());
+                actions.push(a);
+            }
+            if wanted.next_if(|(w, _)| *w == name.as_str()).is_none() {
+                revoke.push(name);
+            }
+        }
+        for (w, g) in wanted {
+            let mut a = Action::new(&target.name, id, ActionKind::Grant, vec![grounds_reason(g)]);
+            a.permission = Some(w.to_owned());
+            actions.push(a);
+        }
+        for name in revoke {
+            let reason = revoke_reason(ctx, ti, person, name);
+            let mut a = Action::new(&target.name, id, ActionKind::Revoke, vec![reason]);
+            a.permission = Some(name.clone());
+            actions.push(a);
+        }
     }
     (actions, diags)
+}
+
+/// A wanted attribute of an existing account: what it already holds (borrowed from the known
+/// state, `None` when absent and wanted absent) or a new value.
+enum Wanted<'k> {
+    Same(Option<&'k AttrValue>),
+    New(AttrValue),
+}
+
+static NULL: AttrValue = AttrValue::Null;
+
+/// A generated field's name as the configuration spells it, borrowed for the whole run.
+fn target_field<'t>(target: &'t crate::config::CompiledTarget, field: &str) -> &'t str {
+    target
+        .generated_fields()
+        .find(|f| *f == field)
+        .unwrap_or_default()
+}
+
+fn mapping_failed(
+    target: &crate::config::CompiledTarget,
+    attribute: &str,
+    err: &str,
+    person: &str,
+) -> Diagnostic {
+    Diagnostic::error(
+        "mapping_evaluation",
+        format!(
+            "target {:?} attribute {attribute:?}: {err}; the account is left untouched",
+            target.name
+        ),
+    )
+    .for_person(person)
+}
+
+/// Account data for the targets planned after this one: the stored attributes and the
+/// generated fields, by the value `wanted` gives for each name.
+fn account_data<'v>(
+    target: &crate::config::CompiledTarget,
+    wanted: impl Fn(&str) -> Option<&'v AttrValue>,
+) -> BTreeMap<String, AttrValue> {
+    let mut data: BTreeMap<String, AttrValue> = target
+        .attributes
+        .iter()
+        .filter(|a| a.store)
+        .filter_map(|a| wanted(&a.name).map(|val| (a.name.clone(), val.clone())))
+        .collect();
+    for f in target.generated_fields() {
+        if let Some(val) = wanted(f) {
+            data.insert(f.to_owned(), val.clone());
+        }
+    }
+    data
 }
 
 /// What an existing account offers later targets as `accounts.<target>`: its stored

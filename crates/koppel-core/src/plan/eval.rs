@@ -1,6 +1,7 @@
 //! Phase one of planning: rules over one person, giving per target whether an account is
 //! wanted, enabled, which permissions, and the candidates generators will choose from.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::{
@@ -25,6 +26,9 @@ pub(crate) struct Ctx<'a> {
     pub no_accounts: BTreeMap<String, BTreeMap<String, AttrValue>>,
     /// Per rule, the targets it grants accounts or permissions in.
     pub rule_targets: Vec<Vec<usize>>,
+    /// Per target index: whether its attributes are in name order (the configuration sorts
+    /// them), so they can be paired with a known account's in one walk.
+    pub attributes_sorted: Vec<bool>,
 }
 
 impl<'a> Ctx<'a> {
@@ -48,6 +52,11 @@ impl<'a> Ctx<'a> {
                 })
                 .collect(),
             no_accounts: BTreeMap::new(),
+            attributes_sorted: cfg
+                .targets
+                .iter()
+                .map(|t| t.attributes.is_sorted_by(|a, b| a.name < b.name))
+                .collect(),
             rule_targets: cfg
                 .rules
                 .iter()
@@ -174,14 +183,15 @@ pub struct Grounds {
 }
 
 /// Wanted permissions by name, in name order: a sorted vector, because a person has a
-/// handful per target and a map's node is larger than all of them together.
+/// handful per target and a map's node is larger than all of them together. Static names are
+/// borrowed from the configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Permissions(Vec<(String, Grounds)>);
+pub struct Permissions<'a>(Vec<(Cow<'a, str>, Grounds)>);
 
-impl Permissions {
+impl<'a> Permissions<'a> {
     /// The grounds of `name`, added empty when it is new.
-    pub fn entry(&mut self, name: String) -> &mut Grounds {
-        let at = match self.0.binary_search_by(|(n, _)| n.as_str().cmp(&name)) {
+    pub fn entry(&mut self, name: Cow<'a, str>) -> &mut Grounds {
+        let at = match self.0.binary_search_by(|(n, _)| n.as_ref().cmp(&name)) {
             Ok(at) => at,
             Err(at) => {
                 self.0.insert(at, (name, Grounds::default()));
@@ -192,7 +202,7 @@ impl Permissions {
     }
     pub fn get(&self, name: &str) -> Option<&Grounds> {
         self.0
-            .binary_search_by(|(n, _)| n.as_str().cmp(name))
+            .binary_search_by(|(n, _)| n.as_ref().cmp(name))
             .ok()
             .map(|at| &self.0[at].1)
     }
@@ -200,11 +210,11 @@ impl Permissions {
         self.get(name).is_some()
     }
     /// Name and grounds, in name order.
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &Grounds)> {
-        self.0.iter().map(|(n, g)| (n, g))
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Grounds)> {
+        self.0.iter().map(|(n, g)| (n.as_ref(), g))
     }
-    pub fn keys(&self) -> impl Iterator<Item = &String> {
-        self.0.iter().map(|(n, _)| n)
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(n, _)| n.as_ref())
     }
     pub fn len(&self) -> usize {
         self.0.len()
@@ -237,7 +247,7 @@ pub struct TargetVerdict<'a> {
     pub grounds: Grounds,
     /// Earliest start among the contracts in conditions.
     pub first_start: Option<Date>,
-    pub permissions: Permissions,
+    pub permissions: Permissions<'a>,
     /// Values generators produced in this run (phase two).
     pub generated: BTreeMap<String, AttrValue>,
     pub generator_inputs: BTreeMap<String, Vec<String>>,
@@ -265,6 +275,20 @@ impl<'a> Ctx<'a> {
     /// Phase one for one person. `explain` evaluates every rule and contract and keeps the
     /// verdicts; otherwise work that cannot change the outcome is skipped.
     pub fn evaluate(&self, person: &'a Person, explain: bool) -> PersonEval<'a> {
+        self.evaluate_known(
+            person,
+            |ti| self.known_account(ti, &person.external_id),
+            explain,
+        )
+    }
+
+    /// [`Ctx::evaluate`] with the person's known account in each target (by index) given.
+    pub fn evaluate_known(
+        &self,
+        person: &'a Person,
+        known: impl Fn(usize) -> Option<&'a KnownAccount>,
+        explain: bool,
+    ) -> PersonEval<'a> {
         let cfg = self.cfg;
         let mut out = PersonEval {
             person,
@@ -273,7 +297,7 @@ impl<'a> Ctx<'a> {
             blocked: None,
             targets: (0..cfg.targets.len())
                 .map(|ti| TargetVerdict {
-                    known: self.known_account(ti, &person.external_id),
+                    known: known(ti),
                     ..TargetVerdict::default()
                 })
                 .collect(),
@@ -383,7 +407,8 @@ impl<'a> Ctx<'a> {
         cscope: &Scope<'_>,
         windows: &[bool],
     ) {
-        let rule = &self.cfg.rules[rule_index];
+        let cfg: &'a CompiledConfig = self.cfg;
+        let rule = &cfg.rules[rule_index];
         let open = |t: usize| windows.get(t).copied().unwrap_or(false);
         for &t in &rule.accounts {
             if !open(t) {
@@ -401,9 +426,9 @@ impl<'a> Ctx<'a> {
                 continue;
             }
             let name = match &p.kind {
-                PermissionKind::Static(name) => name.clone(),
+                PermissionKind::Static(name) => Cow::Borrowed(name.as_str()),
                 PermissionKind::Dynamic(expr) => match expr.eval_string(cscope) {
-                    Ok(name) => name,
+                    Ok(name) => Cow::Owned(name),
                     Err(e) => {
                         let e = e.to_string();
                         self.hold(

@@ -2,26 +2,31 @@
 //! same input always gives the same usernames, against everything assigned or recently released
 //! and everything the live target holds (read before planning, see [`crate::live`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use super::eval::{Ctx, PersonEval, generator_fields};
 use crate::diag::Diagnostic;
 use crate::live::LiveValues;
 use crate::value::AttrValue;
 
-/// Values in use for one field of one target. Compared case-insensitively: directories
-/// treat `JDoe` and `jdoe` as the same name.
-#[derive(Default)]
-struct Taken {
-    values: HashSet<String>,
-    /// Lowercased value → person that holds it, so a person's own value counts as free.
-    owners: HashMap<String, String>,
+/// Values in use for one field of one target, lowercased (directories treat `JDoe` and
+/// `jdoe` as the same name), each with the person that holds it, so that a person's own value
+/// counts as free; `None` for a value released by a deleted account. One map, so that each
+/// check hashes the value once.
+type Taken<'a> = HashMap<String, Option<&'a str>>;
+
+/// Whether `key` (lowercased) is free for `person`.
+fn free_for(taken: Option<&Taken<'_>>, key: &str, person: &str) -> bool {
+    taken.is_none_or(|t| match t.get(key) {
+        None => true,
+        Some(owner) => *owner == Some(person),
+    })
 }
 
-pub(crate) fn allocate(
-    ctx: &Ctx<'_>,
+pub(crate) fn allocate<'a>(
+    ctx: &Ctx<'a>,
     live: &LiveValues,
-    evals: &mut [PersonEval<'_>],
+    evals: &mut [PersonEval<'a>],
     diagnostics: &mut Vec<Diagnostic>,
 ) {
     for (ti, target) in ctx.cfg.targets.iter().enumerate() {
@@ -29,17 +34,24 @@ pub(crate) fn allocate(
         {
             continue;
         }
-        let mut taken: BTreeMap<&str, Taken> = BTreeMap::new();
+        // Sized for every known account and every person waiting for a value: growing a
+        // hash map of 100,000 values step by step rehashes them all several times.
+        let expected = ctx.known[ti].map_or(0, |k| k.accounts.len())
+            + evals
+                .iter()
+                .filter(|e| !e.targets[ti].pending.is_empty())
+                .count();
+        let mut taken: BTreeMap<&str, Taken<'a>> = BTreeMap::new();
         for field in target.generated_fields() {
-            taken.entry(field).or_default();
+            taken
+                .entry(field)
+                .or_insert_with(|| Taken::with_capacity(expected));
         }
         if let Some(known) = ctx.known[ti] {
             for (person, acc) in &known.accounts {
                 for (field, t) in taken.iter_mut() {
                     if let Some(AttrValue::Text(v)) = acc.attributes.get(*field) {
-                        let key = v.to_lowercase();
-                        t.owners.insert(key.clone(), person.clone());
-                        t.values.insert(key);
+                        t.insert(v.to_lowercase(), Some(person.as_str()));
                     }
                 }
             }
@@ -55,7 +67,7 @@ pub(crate) fn allocate(
                 for (value, on) in released {
                     let until = on.checked_add_days(chrono::Days::new(retention.into()));
                     if until.is_none_or(|u| ctx.now < u) {
-                        t.values.insert(value.to_lowercase());
+                        t.entry(value.to_lowercase()).or_insert(None);
                     }
                 }
             }
@@ -71,7 +83,7 @@ pub(crate) fn allocate(
         // Jan Jansen of a large organisation would try a thousand numbers.
         let mut next_n: HashMap<(usize, String), i64> = HashMap::new();
         for e in evals.iter_mut() {
-            let person = e.person.external_id.as_str();
+            let person: &'a str = e.person.external_id.as_str();
             let pending = std::mem::take(&mut e.targets[ti].pending);
             let (person_ref, primary) = (e.person, e.primary);
             // The person's own correlation value: an account holding it is theirs to adopt.
@@ -82,14 +94,11 @@ pub(crate) fn allocate(
             };
             for p in pending {
                 let g = &target.generators[p.generator];
-                let free = |fields: &[(String, String)], taken: &BTreeMap<&str, Taken>| {
+                let free = |fields: &[(String, String)], taken: &BTreeMap<&str, Taken<'a>>| {
                     fields.iter().all(|(f, v)| {
                         let key = v.to_lowercase();
                         !v.is_empty()
-                            && taken.get(f.as_str()).is_none_or(|t| {
-                                !t.values.contains(&key)
-                                    || t.owners.get(&key).is_some_and(|o| o == person)
-                            })
+                            && free_for(taken.get(f.as_str()), &key, person)
                             && live.is_none_or(|live| match live.holder(f, &key) {
                                 None => true,
                                 Some(holder) => {
@@ -150,9 +159,7 @@ pub(crate) fn allocate(
                     Some(fields) => {
                         for (f, v) in fields {
                             if let Some(t) = taken.get_mut(f.as_str()) {
-                                let key = v.to_lowercase();
-                                t.owners.insert(key.clone(), person.to_owned());
-                                t.values.insert(key);
+                                t.insert(v.to_lowercase(), Some(person));
                             }
                             e.targets[ti].generated.insert(f, AttrValue::Text(v));
                         }

@@ -16,7 +16,7 @@ use crate::guard::{self, GuardBreach, PopulationChange};
 use crate::live::LiveValues;
 use crate::model::{Date, Snapshot};
 use crate::org::Org;
-use crate::state::KnownState;
+use crate::state::{KnownAccount, KnownState};
 use crate::value::AttrValue;
 
 pub use eval::{
@@ -242,16 +242,15 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     let org = Org::new(input.snapshot.departments.clone());
     let ctx = eval::Ctx::new(cfg, &org, input.known, input.now);
     let previous = input.previous;
-    let finish = |e: &PersonEval<'_>| -> Planned {
-        let before = previous.and_then(|s| s.person(&e.person.external_id));
-        let (actions, mut diagnostics) = diff::person_actions(&ctx, e, before);
-        diagnostics.extend(e.diagnostics.iter().cloned());
+    let finish = |mut e: PersonEval<'_>| -> Planned {
+        let (actions, mut diagnostics) = diff::person_actions(&ctx, &mut e, previous);
+        diagnostics.append(&mut e.diagnostics);
         Planned {
             actions,
             diagnostics,
-            blocked: e.blocked.as_ref().map(|missing| Blocked {
+            blocked: e.blocked.map(|missing| Blocked {
                 person: e.person.external_id.clone(),
-                missing: missing.clone(),
+                missing,
             }),
         }
     };
@@ -260,16 +259,19 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     // person no generator has to run for does not depend on anyone else: phase three runs
     // for them right away, and their evaluation is dropped instead of held for the whole
     // population (in an up-to-date run, that is nearly everyone).
+    let known = known_accounts(&ctx, input.snapshot);
+    let nt = cfg.targets.len();
     let first: Vec<Result<Planned, PersonEval<'_>>> = input
         .snapshot
         .persons
         .par_iter()
-        .map(|p| {
-            let e = ctx.evaluate(p, false);
+        .enumerate()
+        .map(|(i, p)| {
+            let e = ctx.evaluate_known(p, |ti| known[i * nt + ti], false);
             if e.targets.iter().any(|t| !t.pending.is_empty()) {
                 Err(e)
             } else {
-                Ok(finish(&e))
+                Ok(finish(e))
             }
         })
         .collect();
@@ -285,7 +287,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
 
     // Phase 3, in parallel, for the persons that waited for phase two: mappings and the
     // diff against the known state.
-    let rest: Vec<Planned> = waiting.into_par_iter().map(|e| finish(&e)).collect();
+    let rest: Vec<Planned> = waiting.into_par_iter().map(finish).collect();
     let mut rest = rest.into_iter();
     for slot in planned.iter_mut().filter(|s| s.is_none()) {
         *slot = rest.next();
@@ -380,6 +382,41 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     }
 }
 
+/// Each person's known account in each target (`person index × targets + target`). Persons
+/// and accounts are both in external id order: one walk over the two per target instead of a
+/// B-tree search per person and target.
+fn known_accounts<'a>(
+    ctx: &eval::Ctx<'a>,
+    snapshot: &'a Snapshot,
+) -> Vec<Option<&'a KnownAccount>> {
+    let persons = &snapshot.persons;
+    let nt = ctx.cfg.targets.len();
+    let mut out = vec![None; persons.len() * nt];
+    let sorted = persons
+        .windows(2)
+        .all(|w| w[0].external_id <= w[1].external_id);
+    for (ti, known) in ctx.known.iter().enumerate() {
+        let Some(known) = known else { continue };
+        if !sorted {
+            for (i, p) in persons.iter().enumerate() {
+                out[i * nt + ti] = known.accounts.get(&p.external_id);
+            }
+            continue;
+        }
+        let mut accounts = known.accounts.iter().peekable();
+        for (i, p) in persons.iter().enumerate() {
+            let id = p.external_id.as_str();
+            while accounts.next_if(|(a, _)| a.as_str() < id).is_some() {}
+            if let Some((a, k)) = accounts.peek()
+                && a.as_str() == id
+            {
+                out[i * nt + ti] = Some(*k);
+            }
+        }
+    }
+    out
+}
+
 /// One person's part of a plan.
 struct Planned {
     actions: Vec<Action>,
@@ -455,7 +492,8 @@ pub fn explain<'a>(
     let mut diagnostics = Vec::new();
     generate::allocate(&ctx, &LiveValues::default(), &mut evals, &mut diagnostics);
     let e = evals.pop()?;
-    let (actions, d) = diff::person_actions(&ctx, &e, None);
+    // The explanation keeps the generated values the actions take.
+    let (actions, d) = diff::person_actions(&ctx, &mut e.clone(), None);
     diagnostics.extend(e.diagnostics.iter().cloned());
     diagnostics.extend(d);
     // The eval borrows `ctx` only through references that outlive it.
