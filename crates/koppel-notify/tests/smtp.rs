@@ -44,8 +44,7 @@ async fn store(dir: &Path) -> SqliteStore {
 
 async fn send(n: &Notifier, store: &SqliteStore, mails: Vec<Mail>) -> SendReport {
     let (_, direct) = n.queue(store, mails, AT).await.unwrap();
-    n.send_pending(store, direct, AT, date(), "test")
-        .await
+    n.send_pending(store, direct, AT, date(), "test").await
 }
 
 #[tokio::test]
@@ -174,9 +173,7 @@ async fn a_server_that_is_down_keeps_the_mail_for_the_next_run() {
     assert!(audit[0].record.error.is_some());
 
     sink.start_again().unwrap();
-    let report = n
-        .send_pending(&store, Vec::new(), AT, date(), "test")
-        .await;
+    let report = n.send_pending(&store, Vec::new(), AT, date(), "test").await;
     assert_eq!((report.sent, report.pending), (2, 0), "{report:?}");
     assert_eq!(sink.wait_for(2, Duration::from_secs(5)).len(), 2);
     assert!(store.outbox_pending().await.unwrap().is_empty());
@@ -217,12 +214,9 @@ async fn a_refused_recipient_fails_its_message_alone_and_is_given_up_in_the_end(
     assert_eq!(sink.wait_for(1, Duration::from_secs(5)).len(), 1);
     // max_attempts = 3: two more refusals, then it is given up and no longer tried.
     for _ in 0..2 {
-        n.send_pending(&store, Vec::new(), AT, date(), "test")
-            .await;
+        n.send_pending(&store, Vec::new(), AT, date(), "test").await;
     }
-    let report = n
-        .send_pending(&store, Vec::new(), AT, date(), "test")
-        .await;
+    let report = n.send_pending(&store, Vec::new(), AT, date(), "test").await;
     assert_eq!(
         (report.sent, report.failed.len(), report.given_up),
         (0, 0, 1),
@@ -286,17 +280,13 @@ async fn starttls_with_a_login_read_from_a_file() {
         dir.path(),
         &settings("smtp-password", &pki.untrusted_ca_pem),
     );
-    let report = n
-        .send_pending(&store, Vec::new(), AT, date(), "test")
-        .await;
+    let report = n.send_pending(&store, Vec::new(), AT, date(), "test").await;
     let why = report.unavailable.clone().unwrap();
     assert!(why.contains("TLS"), "{why}");
     assert_eq!(report.pending, 1);
 
     let n = notifier(dir.path(), &settings("smtp-password", &pki.ca_pem));
-    let report = n
-        .send_pending(&store, Vec::new(), AT, date(), "test")
-        .await;
+    let report = n.send_pending(&store, Vec::new(), AT, date(), "test").await;
     assert_eq!(report.sent, 1, "{report:?}");
     let got = sink.wait_for(1, Duration::from_secs(5));
     assert_eq!(got.len(), 1);
