@@ -536,7 +536,7 @@ fn tokens_scopes_and_the_openapi_document() {
     let mut secured = 0;
     for (path, ops) in paths {
         for (method, op) in ops.as_object().unwrap() {
-            let url = format!("/api/v1{}", path.replace('{', "").replace('}', ""));
+            let url = format!("/api/v1{}", path.replace(['{', '}'], ""));
             let method = method.to_uppercase();
             // Every documented route exists; every secured one refuses a call without a
             // token, and with a wrong one, saying nothing more.
@@ -724,11 +724,11 @@ fn schedules_fire_and_a_time_missed_while_stopped_runs_at_start() {
                 .as_str()
                 .is_some_and(|t| t.contains("while koppel serve was stopped"))
         });
-        if let Some(r) = missed {
-            if r["status"] == "done" {
-                assert_eq!(r["summary"]["actions"], 0, "nothing changed: {r}");
-                break;
-            }
+        if let Some(r) = missed
+            && r["status"] == "done"
+        {
+            assert_eq!(r["summary"]["actions"], 0, "nothing changed: {r}");
+            break;
         }
         assert!(
             started.elapsed() < Duration::from_secs(30),
