@@ -126,10 +126,14 @@ fn visma_apply_writes_each_identity_back_once_and_a_shrunk_tenant_holds() {
     let out = ok(d, &["apply", "--now", NOW]);
     assert!(out.contains("applied"), "{out}");
     let patches = fixture.state.log.with_method("PATCH");
+    // Counted by identity, not by request: on a loaded machine a PATCH can meet the
+    // stand-in's spike arrest (429, logged) and go again after Retry-After.
+    let written: std::collections::BTreeSet<&str> =
+        patches.iter().map(|p| p.uri.as_str()).collect();
     assert_eq!(
-        patches.len(),
+        written.len(),
         creates.len() - 1,
-        "one PATCH per identity not yet there"
+        "one identity written per person whose identity is not yet there"
     );
     for a in &creates[1..] {
         let person = a["person"].as_str().unwrap();
